@@ -1,0 +1,3 @@
+"""jaxseg: semantic segmentation in JAX/Flax with losses that optimise IoU directly."""
+
+__version__ = "0.1.0"
