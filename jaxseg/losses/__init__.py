@@ -1,0 +1,20 @@
+"""Loss functions for semantic segmentation, one module per family, and their registry.
+
+Every loss is a pure function ``loss(logits, labels, *, ignore_index=255, ...) -> scalar``:
+jittable, differentiable, with static shapes. ``build_loss(config)`` makes one (or a weighted sum)
+from a config entry by name; ``available_losses()`` lists the names.
+"""
+
+from jaxseg.losses.extension import lovasz_extension
+from jaxseg.losses.lovasz import lovasz_hinge, lovasz_sigmoid, lovasz_softmax
+from jaxseg.losses.registry import available_losses, build_loss, register_loss
+
+__all__ = [
+    "available_losses",
+    "build_loss",
+    "lovasz_extension",
+    "lovasz_hinge",
+    "lovasz_sigmoid",
+    "lovasz_softmax",
+    "register_loss",
+]

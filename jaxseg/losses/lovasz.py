@@ -1,0 +1,247 @@
+"""Lovász hinge, Lovász-Softmax and Lovász-Sigmoid losses.
+
+Berman, Rannen Triki and Blaschko, "The Lovász-Softmax loss: a tractable surrogate for the
+optimization of the intersection-over-union measure in neural networks", CVPR 2018.
+
+Every loss here is the Lovász extension (``jaxseg.losses.extension``) of the Jaccard loss of one
+class, evaluated on a vector of per-pixel errors and averaged over classes (and images). The
+conventions are those of the authors' reference code, which users rely on:
+
+* void pixels (``labels == ignore_index``) take no part: neither as errors nor in any count;
+* no valid pixel, or no selected class present, gives 0 with a zero gradient (never NaN);
+* a selected class absent from the ground truth costs its largest error (``classes="all"`` or an
+  explicit tuple); under ``classes="present"`` it is not selected;
+* per image = the mean over all images of the per-image loss.
+
+All functions are pure, jittable, with static shapes (void pixels are masked, never filtered) and
+float32 accumulation whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxseg.losses import extension
+from jaxseg.losses.extension import lovasz_extension  # noqa: F401  (re-exported)
+from jaxseg.losses.registry import register_loss
+
+
+def _check_labels_dtype(labels, name):
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"{name}: labels must be integers (class ids, void = ignore_index), "
+                    f"got dtype {labels.dtype}")
+
+
+def _check_scores(logits, labels, name, *, channels: bool):
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise TypeError(f"{name}: logits must be floating point, got dtype {logits.dtype}")
+  _check_labels_dtype(labels, name)
+  spatial = logits.shape[:-1] if channels else logits.shape
+  what = "[B, H, W, C] (channels last)" if channels else "[B, H, W]"
+  if logits.ndim < (3 if channels else 2):
+    raise ValueError(f"{name}: logits must be {what}, got shape {logits.shape}")
+  if labels.shape != spatial:
+    raise ValueError(f"{name}: labels shape {labels.shape} does not match logits shape "
+                     f"{logits.shape}; expected labels of shape {spatial}")
+  return logits, labels
+
+
+def _class_selection(classes, num_classes, present):
+  """Boolean ``[..., C]`` mask of the selected classes and whether absent ones are costed."""
+  if isinstance(classes, str):
+    if classes == "present":
+      return present
+    if classes == "all":
+      return jnp.ones_like(present)
+    raise ValueError(f"classes must be 'present', 'all' or a sequence of class ids, "
+                     f"got {classes!r}")
+  ids = tuple(int(c) for c in classes)
+  if not ids:
+    raise ValueError("classes: an explicit class list must not be empty")
+  bad = [c for c in ids if not 0 <= c < num_classes]
+  if bad:
+    raise ValueError(f"classes: ids {bad} are outside [0, {num_classes})")
+  chosen = jnp.zeros((num_classes,), bool).at[jnp.asarray(ids)].set(True)
+  return jnp.broadcast_to(chosen, present.shape)
+
+
+def _weighted_mean(values, selected, class_weights):
+  """``Σ_c w_c s_c L_c / Σ_c w_c s_c`` over the last axis, 0 where nothing is selected."""
+  weights = selected.astype(jnp.float32)
+  if class_weights is not None:
+    weights = weights * class_weights
+  total = jnp.sum(weights, axis=-1)
+  safe = jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, jnp.sum(weights * values, axis=-1) / safe, 0.0)
+
+
+def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
+                   per_image: bool = False, ignore_index: int = 255, from_logits: bool = True,
+                   class_weights=None):
+  """Lovász-Softmax loss (CVPR 2018, Sec. 3.2, Eq. 8 and Algorithm 1).
+
+  With ``f = softmax(logits)`` and per-pixel class errors ``m_i(c) = |[y_i = c] - f_i(c)|``::
+
+      loss = Σ_{c ∈ S} w_c Δ̄_Jc(m(c)) / Σ_{c ∈ S} w_c
+
+  where ``Δ̄_Jc`` is the Lovász extension of the Jaccard loss of class ``c`` and ``S`` the selected
+  classes. Batch-level (default, as the reference): one sort per class over all pixels of the
+  batch, ``S`` the classes present in the batch (the paper's proxy for the dataset mIoU, Sec. 3.1).
+  Per image: the same for each image, then the mean over images.
+
+  Args:
+    logits: ``[B, H, W, C]`` scores (or probabilities with ``from_logits=False``); any float dtype.
+    labels: ``[B, H, W]`` int class ids in ``[0, C)``, or ``ignore_index`` for void pixels. Other
+      values count as valid pixels of no class (validate labels in the input pipeline).
+    classes: ``"present"`` (classes with a ground-truth pixel, in the batch or the image),
+      ``"all"`` (absent classes cost their largest error) or a sequence of class ids.
+    per_image: average per-image losses instead of one batch-level loss.
+    ignore_index: the void label.
+    from_logits: apply a softmax over the last axis first.
+    class_weights: optional ``[C]`` non-negative weights ``w_c`` of the class mean.
+
+  Returns:
+    A float32 scalar.
+  """
+  logits, labels = _check_scores(logits, labels, "lovasz_softmax", channels=True)
+  num_classes = logits.shape[-1]
+  if class_weights is not None:
+    class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights, jnp.float32))
+    if class_weights.shape != (num_classes,):
+      raise ValueError(f"lovasz_softmax: class_weights must have shape ({num_classes},), "
+                       f"got {class_weights.shape}")
+  scores = logits.astype(jnp.float32)
+  probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
+  batch = labels.shape[0]
+  probs = probs.reshape(batch, -1, num_classes)
+  labels = labels.reshape(batch, -1)
+  valid = labels != ignore_index
+  # Class-major rows: [C, B*P] batch-level, [B, C, P] per image.
+  if per_image:
+    probs_rows = jnp.swapaxes(probs, 1, 2)                          # [B, C, P]
+    labels_rows, valid_rows = labels[:, None, :], valid[:, None, :]
+  else:
+    probs_rows = probs.reshape(-1, num_classes).T                   # [C, B*P]
+    labels_rows, valid_rows = labels.reshape(1, -1), valid.reshape(1, -1)
+  class_ids = jnp.arange(num_classes).reshape(num_classes, 1)
+  foreground = labels_rows == class_ids                              # [(B,) C, P]
+  errors = jnp.abs(foreground.astype(jnp.float32) - probs_rows)
+  present = jnp.any(foreground & valid_rows, axis=-1)                # [(B,) C]
+  selected = _class_selection(classes, num_classes, present)
+  has_valid = jnp.any(valid_rows, axis=-1)                           # [(B,) 1]
+  mode = jnp.where(selected & has_valid,
+                   jnp.where(present, extension.SORT, extension.MAX_ERROR), extension.SKIP)
+  valid_full = jnp.broadcast_to(valid_rows, errors.shape)
+  values = extension.lovasz_extension_rows(
+      errors.reshape(-1, errors.shape[-1]), foreground.reshape(-1, errors.shape[-1]),
+      valid_full.reshape(-1, errors.shape[-1]), mode.reshape(-1)).reshape(mode.shape)
+  losses = _weighted_mean(values, selected & has_valid, class_weights)
+  return jnp.mean(losses) if per_image else losses
+
+
+def _hinge_errors(margins, variant):
+  if variant == "relu":
+    return jax.nn.relu(margins)
+  if variant == "elu+1":
+    return jax.nn.elu(margins) + 1.0
+  raise ValueError(f"hinge variant must be 'relu' or 'elu+1', got {variant!r}")
+
+
+def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index):
+  """Foreground Jaccard through the extension for binary scores ``[B, ...]``.
+
+  A row without foreground costs its largest error; one without valid pixels costs 0.
+  """
+  batch = labels.shape[0]
+  labels = labels.reshape(batch, -1)
+  errors = errors_fn(scores.reshape(batch, -1).astype(jnp.float32), labels)
+  valid = labels != ignore_index
+  foreground = (labels == 1) & valid
+  if not per_image:
+    errors, foreground, valid = (x.reshape(1, -1) for x in (errors, foreground, valid))
+  present = jnp.any(foreground, axis=-1)
+  has_valid = jnp.any(valid, axis=-1)
+  mode = jnp.where(has_valid, jnp.where(present, extension.SORT, extension.MAX_ERROR),
+                   extension.SKIP)
+  values = extension.lovasz_extension_rows(errors, foreground, valid, mode)
+  return jnp.mean(values)
+
+
+def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 255,
+                 hinge: str = "relu", symmetric: bool = False):
+  """Binary Lovász hinge loss of the foreground Jaccard index (CVPR 2018, Sec. 3.1, Eq. 5).
+
+  With signs ``s_i = 2 y_i - 1`` and hinge errors ``e_i = 1 - F_i s_i``::
+
+      loss = Δ̄_J1(relu(e))
+
+  sorted by decreasing error; per image (the reference's default) it is the mean over images.
+  An image without foreground costs its largest error (``g = (1, 0, ...)``); one without valid
+  pixels costs 0.
+
+  Two community variants (not in the paper) are options: ``hinge="elu+1"`` uses
+  ``ELU(e) + 1`` instead of ``relu(e)`` (strictly positive, smooth), and ``symmetric=True`` gives
+  ``(L(F, y) + L(-F, 1 - y)) / 2``, the Jaccard losses of foreground and background.
+
+  Args:
+    logits: ``[B, H, W]`` real-valued scores.
+    labels: ``[B, H, W]`` int in ``{0, 1}`` or ``ignore_index``.
+    per_image: mean over images of per-image losses (default) or one loss over the batch.
+    ignore_index: the void label.
+    hinge: ``"relu"`` (the paper) or ``"elu+1"``.
+    symmetric: also the background's hinge, averaged.
+
+  Returns:
+    A float32 scalar.
+  """
+  logits, labels = _check_scores(logits, labels, "lovasz_hinge", channels=False)
+
+  def errors_fn(scores, lab):
+    signs = 2.0 * (lab == 1).astype(jnp.float32) - 1.0
+    return _hinge_errors(1.0 - scores * signs, hinge)
+
+  loss = _binary_lovasz(errors_fn, logits, labels, per_image=per_image,
+                        ignore_index=ignore_index)
+  if symmetric:
+    flipped = jnp.where(labels == ignore_index, labels, 1 - labels)
+    loss = 0.5 * (loss + _binary_lovasz(errors_fn, -logits, flipped, per_image=per_image,
+                                        ignore_index=ignore_index))
+  return loss
+
+
+def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int = 255,
+                   from_logits: bool = False):
+  """Lovász-Sigmoid: Lovász-Softmax on the one-channel foreground probability, classes = [1].
+
+  ``m_i = |[y_i = 1] - p_i|`` and ``loss = Δ̄_J1(m)`` (CVPR 2018, Sec. 3.2 with one channel); a
+  batch (or image) without foreground costs its largest error, as an explicit class list does in
+  Lovász-Softmax.
+
+  Args:
+    probs: ``[B, H, W]`` foreground probabilities (logits with ``from_logits=True``).
+    labels: ``[B, H, W]`` int in ``{0, 1}`` or ``ignore_index``.
+    per_image: mean over images of per-image losses, or one loss over the batch (default).
+    ignore_index: the void label.
+    from_logits: apply a sigmoid first.
+
+  Returns:
+    A float32 scalar.
+  """
+  probs, labels = _check_scores(probs, labels, "lovasz_sigmoid", channels=False)
+
+  def errors_fn(scores, lab):
+    p = jax.nn.sigmoid(scores) if from_logits else scores
+    return jnp.abs((lab == 1).astype(jnp.float32) - p)
+
+  return _binary_lovasz(errors_fn, probs, labels, per_image=per_image,
+                        ignore_index=ignore_index)
+
+
+register_loss("lovasz_softmax", lovasz_softmax)
+register_loss("lovasz_hinge", lovasz_hinge)
+register_loss("lovasz_sigmoid", lovasz_sigmoid)
