@@ -1,0 +1,77 @@
+"""The fields every training config has, with their defaults (``configs/*.py`` start here).
+
+``base_config(data)`` returns a ``ConfigDict`` whose every field can be overridden on the
+command line (``--config.num_train_steps=100``); misspelt fields are rejected by
+``ml_collections`` (the dict is locked against new top-level keys). Fields:
+
+* ``seed``; ``model.name`` / ``model.options`` (``jaxseg.models.create``);
+  ``num_classes`` (-1: the dataset's); ``binary_class`` (>= 0: train one foreground class
+  against the rest, labels ``[y == c]``, for the binary Lovász hinge recipe);
+* ``loss``: a ``jaxseg.losses.build_loss`` entry; ``global_lovasz_impl``: ``'plain'`` (the loss
+  as is, XLA gathers the errors) or ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`,
+  batch-level Lovász-Softmax with the classes spread over the devices);
+* ``data``: the data config of ``jaxseg.data.default_data_config``; ``batch_size`` (global),
+  ``eval_batch_size``;
+* ``num_train_steps``; ``optim`` (:func:`jaxseg.training.optim.create_optimizer`); ``schedule``
+  (:func:`jaxseg.training.optim.create_learning_rate_schedule`); ``freeze_batch_stats``;
+* ``log_every_steps``, ``eval_every_steps`` (0: only at the end), ``checkpoint_every_steps``,
+  ``keep_checkpoints``, ``async_checkpoints``;
+* ``eval``: ``scales``, ``flip``, ``max_batches`` (-1: the whole split),
+  ``num_figure_examples``;
+* ``init_from``: ``checkpoint`` (another run's workdir), ``step`` (-1: latest),
+  ``torch_weights`` (a ``.pth`` / ``.safetensors`` file), ``torch_options``,
+  ``reinit_pattern`` (regex of weights left freshly initialised), ``binary_head``
+  (``class_index``, ``background_index``, ``pattern``);
+* ``distributed``: ``enabled``, ``coordinator_address``, ``num_processes``, ``process_id``
+  (``jax.distributed.initialize``; with ``enabled`` and nothing else JAX auto-detects);
+* ``progress_bar``, ``tensorboard``, ``figures``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# BatchNorm parameters of the jaxseg ResNet backbones and heads (Caffe DeepLab-v2 froze them).
+BATCHNORM_PARAMS = r"(^|/)(bn\d*|downsample_1|[a-z_]*bn(_\d+)?)/(scale|bias)$"
+
+
+def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict({"name": "unet_small", "options": {}})
+  c.num_classes = -1
+  c.binary_class = -1
+  c.loss = ml_collections.ConfigDict({"name": "lovasz_softmax", "kwargs": {}})
+  c.global_lovasz_impl = "plain"
+  c.data = data
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_train_steps = 1000
+  c.optim = ml_collections.ConfigDict({
+      "name": "sgd", "momentum": 0.9, "nesterov": False, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+      "weight_decay": 0.0, "weight_decay_on": "kernels", "param_groups": [],
+      "clip_grad_norm": 0.0,
+  })
+  c.schedule = ml_collections.ConfigDict({
+      "name": "poly", "base_lr": 0.01, "warmup_steps": 0, "power": 0.9, "end_lr": 0.0,
+      "boundaries": [], "values": [],
+  })
+  c.freeze_batch_stats = False
+  c.log_every_steps = 50
+  c.eval_every_steps = 0
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+  c.eval = ml_collections.ConfigDict({"scales": (1.0,), "flip": False, "max_batches": -1,
+                                      "num_figure_examples": 4})
+  c.init_from = ml_collections.ConfigDict({
+      "checkpoint": "", "step": -1, "torch_weights": "", "torch_options": {},
+      "reinit_pattern": "",
+      "binary_head": {"class_index": -1, "background_index": 0, "pattern": ""},
+  })
+  c.distributed = ml_collections.ConfigDict({"enabled": False, "coordinator_address": "",
+                                             "num_processes": -1, "process_id": -1})
+  c.progress_bar = True
+  c.tensorboard = True
+  c.figures = True
+  return c

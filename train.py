@@ -1,0 +1,58 @@
+"""jaxseg's training program.
+
+    python train.py                                   # the default job (configs/default.py)
+    python train.py --config configs/<name>.py --workdir <dir> [--config.<field>=<value> ...]
+    python train.py --mode=eval --config configs/<name>.py --workdir <dir>   # latest checkpoint
+
+A run started again in the same workdir resumes from its latest checkpoint. Multi-host: start
+the same command on every host with ``--config.distributed.enabled=True`` (plus
+``--config.distributed.coordinator_address=host0:port``, ``num_processes`` and ``process_id``
+where JAX cannot discover the cluster itself).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file(
+    "config", default=os.path.join(_HERE, "configs", "default.py"),
+    help_string="Training configuration file (a Python file with get_config()).",
+    lock_config=True)
+flags.DEFINE_string("workdir", "./workdir", "Directory for checkpoints, logs and figures.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                  "train: train (resuming from the workdir) and evaluate; eval: evaluate the "
+                  "workdir's latest checkpoint with config.eval.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Keep TensorFlow (used by the input pipelines only) off the accelerators.
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], "GPU")
+  except Exception:  # pragma: no cover - TF without GPU support
+    pass
+  from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import checkpoint  # pylint: disable=g-import-not-at-top
+  config = FLAGS.config
+  try:
+    if FLAGS.mode == "train":
+      loop.train_and_evaluate(config, FLAGS.workdir)
+    else:
+      loop.evaluate_checkpoint(config, FLAGS.workdir)
+  except (loop.ConfigError, checkpoint.IncompatibleCheckpointError, checkpoint.NonFiniteError,
+          FileNotFoundError) as e:
+    print(f"\nERROR: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
