@@ -1,0 +1,49 @@
+"""Input pipelines: Pascal VOC 2012 + SBD and Cityscapes (TFDS builders over the official
+archives), the synthetic ``shapes`` and ``circles`` datasets, augmentation, equibatch sampling,
+split statistics, and the training / evaluation iterators the trainer uses.
+
+TensorFlow runs on the host only (it is hidden from the GPUs at import).
+"""
+
+from jaxseg.data.datasets import (
+    NAMES,
+    DatasetInfo,
+    Source,
+    dataset_info,
+    get_dataset,
+    get_source,
+    prepared_builder,
+)
+from jaxseg.data.equibatch import EpochSchedule, EquibatchSchedule
+from jaxseg.data.pipeline import (
+    create_eval_iterator,
+    create_train_iterator,
+    default_data_config,
+    eval_dataset,
+    eval_pad_size,
+    train_dataset,
+)
+from jaxseg.data.statistics import SplitStatistics, split_statistics
+from jaxseg.data.synthetic import CirclesData, circles
+
+__all__ = [
+    "NAMES",
+    "CirclesData",
+    "DatasetInfo",
+    "EpochSchedule",
+    "EquibatchSchedule",
+    "Source",
+    "SplitStatistics",
+    "circles",
+    "create_eval_iterator",
+    "create_train_iterator",
+    "dataset_info",
+    "default_data_config",
+    "eval_dataset",
+    "eval_pad_size",
+    "get_dataset",
+    "get_source",
+    "prepared_builder",
+    "split_statistics",
+    "train_dataset",
+]

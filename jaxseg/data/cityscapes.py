@@ -1,0 +1,190 @@
+"""Cityscapes (fine annotations) as jaxseg's own TFDS builder.
+
+TFDS's stock ``cityscapes`` builder requires 1024 x 2048 frames, needs the test folders and keeps
+the raw labelIds (0-33) without instance ids; this one reads, from the manual directory, the
+official ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` (or their extracted
+``leftImg8bit/`` and ``gtFine/`` folders), at any image size, and stores
+
+* ``image``: the ``*_leftImg8bit.png`` bytes unchanged,
+* ``label``: train ids (0-18, 255 void) from ``*_gtFine_labelIds.png`` through the official
+  cityscapesScripts table (:data:`LABEL_ID_TO_TRAIN_ID`),
+* ``instance``: the raw ``*_gtFine_instanceIds.png`` values (``labelId * 1000 + k`` for the k-th
+  instance of a class with instances, the bare labelId for stuff and crowd regions), so that the
+  instance-level iIoU can be computed,
+* ``id``: ``<city>_<seq>_<frame>``.
+
+Splits: ``train`` (2975) and ``val`` (500). The test split has no public labels and is not built.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jaxseg.data import archives
+from jaxseg.data.voc import check_image
+
+IMAGES_ARCHIVE = "leftImg8bit_trainvaltest.zip"
+IMAGES_FOLDER = "leftImg8bit"
+LABELS_ARCHIVE = "gtFine_trainvaltest.zip"
+LABELS_FOLDER = "gtFine"
+
+# The official cityscapesScripts label table (helpers/labels.py):
+# (name, labelId, trainId, category, hasInstances). labelId -1 (license plate) is stored as 255
+# in uint8 label images by some tools; both map to void.
+LABELS: tuple[tuple[str, int, int, str, bool], ...] = (
+    ("unlabeled", 0, 255, "void", False),
+    ("ego vehicle", 1, 255, "void", False),
+    ("rectification border", 2, 255, "void", False),
+    ("out of roi", 3, 255, "void", False),
+    ("static", 4, 255, "void", False),
+    ("dynamic", 5, 255, "void", False),
+    ("ground", 6, 255, "void", False),
+    ("road", 7, 0, "flat", False),
+    ("sidewalk", 8, 1, "flat", False),
+    ("parking", 9, 255, "flat", False),
+    ("rail track", 10, 255, "flat", False),
+    ("building", 11, 2, "construction", False),
+    ("wall", 12, 3, "construction", False),
+    ("fence", 13, 4, "construction", False),
+    ("guard rail", 14, 255, "construction", False),
+    ("bridge", 15, 255, "construction", False),
+    ("tunnel", 16, 255, "construction", False),
+    ("pole", 17, 5, "object", False),
+    ("polegroup", 18, 255, "object", False),
+    ("traffic light", 19, 6, "object", False),
+    ("traffic sign", 20, 7, "object", False),
+    ("vegetation", 21, 8, "nature", False),
+    ("terrain", 22, 9, "nature", False),
+    ("sky", 23, 10, "sky", False),
+    ("person", 24, 11, "human", True),
+    ("rider", 25, 12, "human", True),
+    ("car", 26, 13, "vehicle", True),
+    ("truck", 27, 14, "vehicle", True),
+    ("bus", 28, 15, "vehicle", True),
+    ("caravan", 29, 255, "vehicle", True),
+    ("trailer", 30, 255, "vehicle", True),
+    ("train", 31, 16, "vehicle", True),
+    ("motorcycle", 32, 17, "vehicle", True),
+    ("bicycle", 33, 18, "vehicle", True),
+)
+
+LABEL_ID_TO_TRAIN_ID = np.full(256, 255, np.uint8)
+for _name, _lid, _tid, _cat, _inst in LABELS:
+    LABEL_ID_TO_TRAIN_ID[_lid] = _tid
+VALID_LABEL_IDS = frozenset([lid for _, lid, _, _, _ in LABELS] + [255])  # 255 = license plate (-1)
+
+CLASS_NAMES: tuple[str, ...] = tuple(n for n, _, t, _, _ in sorted(LABELS, key=lambda r: r[2]) if t != 255)
+NUM_CLASSES = len(CLASS_NAMES)  # 19
+CATEGORY_NAMES: tuple[str, ...] = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+# Train id -> category index (Cityscapes' category-level IoU).
+TRAIN_ID_TO_CATEGORY: tuple[int, ...] = tuple(
+    CATEGORY_NAMES.index(c) for _, _, t, c, _ in sorted(LABELS, key=lambda r: r[2]) if t != 255
+)
+# Train ids of the classes with instances (the iIoU classes): person .. bicycle.
+INSTANCE_TRAIN_IDS: tuple[int, ...] = tuple(sorted(t for _, _, t, _, i in LABELS if i and t != 255))
+SPLIT_SIZES = {"train": 2975, "val": 500}
+
+MANUAL_INSTRUCTIONS = f"""\
+Place in the manual directory the official Cityscapes archives `{IMAGES_ARCHIVE}` and
+`{LABELS_ARCHIVE}` (or their extracted `{IMAGES_FOLDER}/` and `{LABELS_FOLDER}/` folders).
+"""
+
+def missing_inputs(manual_dir: str | None) -> list[str]:
+    out = []
+    if archives.locate(manual_dir, IMAGES_ARCHIVE, IMAGES_FOLDER) is None:
+        out.append(f"{IMAGES_ARCHIVE} (or the folder {IMAGES_FOLDER}/)")
+    if archives.locate(manual_dir, LABELS_ARCHIVE, LABELS_FOLDER) is None:
+        out.append(f"{LABELS_ARCHIVE} (or the folder {LABELS_FOLDER}/)")
+    return out
+
+
+def labelids_to_trainids(label_ids: np.ndarray, where: str = "label") -> np.ndarray:
+    """Maps a labelIds array to train ids with the official table; ValueError on unknown ids."""
+    values = np.unique(label_ids)
+    bad = [int(v) for v in values if int(v) not in VALID_LABEL_IDS]
+    if bad:
+        raise ValueError(f"{where}: label value {bad[0]} is not a Cityscapes labelId (0..33; bad values {bad[:10]})")
+    return LABEL_ID_TO_TRAIN_ID[label_ids.astype(np.int64)]
+
+
+def _decode_png(data: bytes, where: str) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:
+        raise ValueError(f"Corrupt image {where}: {e}") from e
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise ValueError(f"{where}: expected a single-channel PNG, got shape {arr.shape}")
+    return arr
+
+
+class Cityscapes(tfds.core.GeneratorBasedBuilder):
+    """Cityscapes fine annotations: train ids + instance ids, any frame size."""
+
+    name = "jaxseg_cityscapes"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "train/val with train ids (19 classes) and instance ids."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description="Cityscapes fine annotations (train ids and raw instance ids).",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "instance": tfds.features.Image(shape=(None, None, 1), dtype=np.uint16, encoding_format="png"),
+                    "id": tfds.features.Text(),
+                }
+            ),
+            homepage="https://www.cityscapes-dataset.com/",
+        )
+
+    def _split_generators(self, dl_manager):
+        manual = str(dl_manager.manual_dir)
+        missing = missing_inputs(manual)
+        if missing:
+            raise FileNotFoundError(
+                f"Missing {', '.join(missing)} in the manual directory {manual}.\n{MANUAL_INSTRUCTIONS}"
+            )
+        images = archives.FileTree(*archives.locate(manual, IMAGES_ARCHIVE, IMAGES_FOLDER))
+        labels = archives.FileTree(*archives.locate(manual, LABELS_ARCHIVE, LABELS_FOLDER))
+        frames: dict[str, list[str]] = {"train": [], "val": []}
+        for rel in sorted(images.names()):
+            parts = rel.split("/")
+            if len(parts) == 3 and parts[0] in frames and parts[2].endswith("_leftImg8bit.png"):
+                frames[parts[0]].append(rel)
+        for split, rels in frames.items():
+            if not rels:
+                raise FileNotFoundError(
+                    f"No {split} images found in {images.describe(split + '/')} "
+                    f"(expected {IMAGES_FOLDER}/{split}/<city>/<city>_<seq>_<frame>_leftImg8bit.png)"
+                )
+        return {s: self._generate_examples(images, labels, rels) for s, rels in frames.items()}
+
+    def _generate_examples(self, images, labels, rels):
+        for rel in rels:
+            split, city, fname = rel.split("/")
+            stem = fname[: -len("_leftImg8bit.png")]
+            lab_rel = f"{split}/{city}/{stem}_gtFine_labelIds.png"
+            inst_rel = f"{split}/{city}/{stem}_gtFine_instanceIds.png"
+            label_ids = _decode_png(labels.read(lab_rel), labels.describe(lab_rel))
+            label = labelids_to_trainids(label_ids, labels.describe(lab_rel))
+            inst = _decode_png(labels.read(inst_rel), labels.describe(inst_rel)).astype(np.int64)
+            if inst.shape != label.shape:
+                raise ValueError(f"{labels.describe(inst_rel)}: shape {inst.shape} differs from labelIds {label.shape}")
+            if inst.min() < 0 or inst.max() > 65535:
+                raise ValueError(f"{labels.describe(inst_rel)}: instance id {int(inst.max())} outside 0..65535")
+            data = images.read(rel)
+            check_image(data, images.describe(rel), label.shape)
+            yield stem, {
+                "image": io.BytesIO(data),
+                "label": label[..., None],
+                "instance": inst.astype(np.uint16)[..., None],
+                "id": stem,
+            }
