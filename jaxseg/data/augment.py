@@ -145,6 +145,9 @@ def eval_preprocess(
     int32 [PH, PW] (255 outside the image), ``size`` int32 [2] (original H, W) and, if given,
     ``instance`` int32 [PH, PW] (0 outside). Fails if the image is larger than ``pad_size``."""
     ph_, pw_ = as_hw(pad_size)
+    sh, sw = image.shape[0], image.shape[1]
+    if (sh is not None and sh > ph_) or (sw is not None and sw > pw_):
+        raise ValueError(f"eval image of size ({sh}, {sw}) is larger than eval_pad_size ({ph_}, {pw_})")
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     check = tf.debugging.Assert(
         tf.logical_and(h <= ph_, w <= pw_),
@@ -152,7 +155,7 @@ def eval_preprocess(
     )
     with tf.control_dependencies([check]):
         img = (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-    pads = [[0, ph_ - h], [0, pw_ - w]]
+    pads = [[0, tf.maximum(ph_ - h, 0)], [0, tf.maximum(pw_ - w, 0)]]
     out = {
         "image": tf.pad(img, pads + [[0, 0]]),
         "label": tf.pad(tf.cast(label, tf.int32), pads, constant_values=ignore_index),
