@@ -1,0 +1,39 @@
+"""Flax linen segmentation models, a registry and PyTorch weight import.
+
+``create(name, num_classes, **options)`` builds a model (see :mod:`jaxseg.models.registry` for
+the names and options); ``module.apply(variables, images, train=...)`` maps float images
+``[B, H, W, 3]`` to float32 logits ``[B, H, W, num_classes]`` (or ``[B, ceil(H/s), ceil(W/s), C]``
+with ``logits_stride=True``, ``s = module.feature_stride``; compare them with
+:func:`downsample_labels`). Weights in PyTorch format (torchvision key names, or Caffe ResNet
+names) load with :func:`load_state_dict` and :func:`import_torch_state_dict`.
+"""
+
+import jax.numpy as jnp
+
+from jaxseg.models.registry import available, create, options, register_model
+from jaxseg.models.torch_import import caffe_resnet_key_map, import_torch_state_dict, load_state_dict
+
+
+def downsample_labels(labels, stride: int):
+    """Nearest-neighbour label downsampling matching ``logits_stride=True`` outputs:
+    ``labels[:, ::stride, ::stride]`` has shape ``[B, ceil(H/stride), ceil(W/stride)]``, the
+    size of the stride-``stride`` logits (pixel ``(i, j)`` of the logits is centred on input pixel
+    ``(stride i, stride j)`` for the strided convolutions used here)."""
+    labels = jnp.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be [B, H, W], got shape {labels.shape}")
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    return labels[:, :: int(stride), :: int(stride)]
+
+
+__all__ = [
+    "available",
+    "create",
+    "options",
+    "register_model",
+    "downsample_labels",
+    "load_state_dict",
+    "import_torch_state_dict",
+    "caffe_resnet_key_map",
+]
