@@ -8,9 +8,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxseg.losses import lovasz_softmax
+from jaxseg.losses import lovasz_softmax as _lovasz_softmax
 from jaxseg.losses import pixiou
-from jaxseg.losses.pixiou import distance_to_mask, pixiou_loss
+from jaxseg.losses.pixiou import distance_to_mask
+
+# Compiled once per (options, shape): far quicker than op-by-op dispatch on a loaded CPU.
+pixiou_loss = jax.jit(
+    pixiou.pixiou_loss,
+    static_argnames=(
+        "distance_weight", "location_weight", "radius", "classes", "per_image", "ignore_index",
+        "from_logits",
+    ),
+)
+lovasz_softmax = jax.jit(
+    _lovasz_softmax, static_argnames=("classes", "per_image", "ignore_index", "from_logits")
+)
 
 
 # ---------------------------------------------------------------- distance maps
@@ -133,7 +145,7 @@ def test_hard_prediction_equals_set_function():
     pred = np.zeros((1, 6, 8), np.int32)
     pred[0, 2:5, 2:5] = 1
     probs = np.eye(2, dtype=np.float32)[pred]
-    got = pixiou_loss(probs, labels, from_logits=False, classes=[1], radius=4.0)
+    got = pixiou_loss(probs, labels, from_logits=False, classes=(1,), radius=4.0)
     gt = labels[0] == 1
     dn = np.where(gt, 0.0, np.minimum(ndimage.distance_transform_edt(~gt), 4.0) / 4.0)
     want = _set_function((pred[0] != labels[0]).ravel(), gt.ravel(), dn.ravel(), 1.0, 1.0)
@@ -161,7 +173,7 @@ def test_moving_disjoint_prediction_away_raises_loss():
     # the class-1 Jaccard loss is at its plateau (1) for every gap
     probs, labels = _two_squares(12)
     np.testing.assert_allclose(float(lovasz_softmax(probs, labels, from_logits=False,
-                                                    classes=[1])), 1.0, rtol=1e-6)
+                                                    classes=(1,))), 1.0, rtol=1e-6)
     # soft predictions: the same, strictly
     soft = []
     for gap in (1, 6, 12):
@@ -210,18 +222,20 @@ def test_reduces_to_lovasz_softmax(random_batch, per_image, classes):
 
 def test_gradients_jit_and_void(random_batch):
     logits, labels = random_batch
-    fn = jax.jit(jax.value_and_grad(lambda x: pixiou_loss(x, labels, per_image=True)))
+    fn = jax.jit(jax.value_and_grad(lambda x: pixiou.pixiou_loss(x, labels, per_image=True)))
     val, g = fn(jnp.asarray(logits))
     assert np.isfinite(float(val)) and np.all(np.isfinite(np.asarray(g)))
     np.testing.assert_array_equal(np.asarray(g)[labels == 255], 0.0)
     # directional finite difference (the order of the errors is locally constant)
     direction = np.random.default_rng(3).normal(size=logits.shape).astype(np.float32)
     eps = 1e-3
-    f = lambda x: float(pixiou_loss(x, labels, per_image=True))  # noqa: E731
+    f = lambda x: float(pixiou_loss(x, labels, per_image=True))  # noqa: E731  (jitted)
     fd = (f(logits + eps * direction) - f(logits - eps * direction)) / (2 * eps)
     np.testing.assert_allclose(float(np.sum(np.asarray(g) * direction)), fd, rtol=2e-2, atol=1e-4)
     void = np.full_like(labels, 255)
-    val, g = jax.value_and_grad(lambda x: pixiou_loss(x, void))(jnp.asarray(logits))
+    val, g = jax.jit(jax.value_and_grad(lambda x: pixiou.pixiou_loss(x, void)))(
+        jnp.asarray(logits)
+    )
     assert float(val) == 0.0 and np.all(np.asarray(g) == 0)
 
 
@@ -230,16 +244,16 @@ def test_bad_inputs_and_registry(random_batch):
 
     logits, labels = random_batch
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
-        pixiou_loss(logits[0], labels[0])
+        pixiou.pixiou_loss(logits[0], labels[0])
     with pytest.raises(ValueError, match=">= 0"):
-        pixiou_loss(logits, labels, distance_weight=-1.0)
+        pixiou.pixiou_loss(logits, labels, distance_weight=-1.0)
     with pytest.raises(ValueError, match="radius"):
-        pixiou_loss(logits, labels, radius=0.0)
+        pixiou.pixiou_loss(logits, labels, radius=0.0)
     with pytest.raises(TypeError, match="integers"):
-        pixiou_loss(logits, labels.astype(np.float32))
+        pixiou.pixiou_loss(logits, labels.astype(np.float32))
     fn = build_loss({"name": "pixiou", "kwargs": {"radius": 5.0, "distance_weight": 0.5}})
     np.testing.assert_allclose(
-        float(fn(logits, labels)),
-        float(pixiou.pixiou_loss(logits, labels, radius=5.0, distance_weight=0.5)),
+        float(jax.jit(fn)(logits, labels)),
+        float(pixiou_loss(logits, labels, radius=5.0, distance_weight=0.5)),
         rtol=1e-6,
     )
