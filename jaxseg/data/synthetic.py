@@ -52,7 +52,7 @@ _OBJECTS: tuple[dict[str, Any], ...] = (
     dict(colour=(225, 205, 40), texture="vstripes", radius=(0.09, 0.14), rate=0.5),  # ring
     dict(colour=(200, 55, 205), texture="plain", radius=(0.07, 0.11), rate=0.45),  # bar
     dict(colour=(40, 205, 210), texture="dots", radius=(0.05, 0.08), rate=0.4),  # diamond
-    dict(colour=(245, 140, 30), texture="plain", radius=(0.03, 0.045), rate=0.3),  # dot
+    dict(colour=(250, 250, 245), texture="plain", radius=(0.03, 0.045), rate=0.3),  # dot
 )
 _BACKGROUND_COLOUR = (120, 110, 95)
 
