@@ -182,7 +182,7 @@ def _data(seed=0, shape=(2, 3, 4), num_classes=4, binary=False, void_fraction=0.
     k = 2 if binary else num_classes
     labels = rng.integers(0, k, size=shape)
     labels[rng.random(shape) < void_fraction] = IGNORE
-    if not binary:
+    if not binary and shape[0] > 1:
         labels[1][labels[1] == 1] = 0  # class 1 absent from image 1: exercises "present" per image
     logits_shape = shape if binary else shape + (num_classes,)
     logits = (scale * rng.normal(size=logits_shape)).astype(np.float32)
@@ -451,3 +451,59 @@ def test_option_errors():
         classic.soft_jaccard_loss(logits, labels, classes=(0, 4))
     with pytest.raises(ValueError, match="alpha"):
         classic.tversky_loss(logits, labels, alpha=-0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzzing: finite, non-negative values and finite gradients on extreme inputs
+# ----------------------------------------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+_FUZZ_SHAPE = (2, 2, 3, 4)
+# one case per loss, with its options switched on (each is compiled once per dtype)
+_FUZZ_CASES = ("ce_weighted_smoothed", "focal_alpha_gamma", "hinge", "dice_image_all_nosmooth",
+               "tversky_image_list", "jaccard_all_weighted", "binary_hinge", "bce_pos_weight")
+
+
+@st.composite
+def _extreme_inputs(draw):
+    n = int(np.prod(_FUZZ_SHAPE[:3]))
+    magnitude = draw(st.sampled_from([1.0, 30.0, 1e4]))
+    values = draw(st.lists(st.floats(-magnitude, magnitude, allow_nan=False, width=32),
+                           min_size=n * 4, max_size=n * 4))
+    labels = draw(st.lists(st.sampled_from([0, 1, 2, 3, IGNORE]), min_size=n, max_size=n))
+    dtype = draw(st.sampled_from(["float32", "bfloat16"]))
+    logits = np.array(values, np.float32).reshape(_FUZZ_SHAPE)
+    return logits, np.array(labels, np.int32).reshape(_FUZZ_SHAPE[:3]), dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_value_and_grad(name):
+    loss = {case[0]: case[1] for case in CASES}[name]
+    return jax.jit(jax.value_and_grad(loss))
+
+
+@hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+@hypothesis.given(_extreme_inputs())
+def test_fuzz_finite_values_and_gradients(inputs):
+    logits, labels, dtype = inputs
+    logits = jnp.asarray(logits, dtype)
+    binary_labels = np.where(labels == IGNORE, IGNORE, labels % 2)
+    for name, _, _, binary in CASES:
+        if name not in _FUZZ_CASES:
+            continue
+        x, y = (logits[..., 0], binary_labels) if binary else (logits, labels)
+        value, grad = _jitted_value_and_grad(name)(x, y)
+        assert np.isfinite(float(value)) and float(value) >= 0, name
+        assert np.all(np.isfinite(np.asarray(grad, np.float32))), name
+
+
+@pytest.mark.parametrize("name,loss,ref,binary", CASES, ids=IDS)
+def test_single_pixel(name, loss, ref, binary):
+    """One pixel (one valid pixel: where the Lovász reference crashes) matches the reference."""
+    logits, labels = _data(17, shape=(1, 1, 1), binary=binary, void_fraction=0.0)
+    value, grad = jax.value_and_grad(loss)(jnp.asarray(logits), labels)
+    np.testing.assert_allclose(float(value), ref(logits, labels), rtol=2e-6, atol=1e-7)
+    assert np.all(np.isfinite(np.asarray(grad)))
