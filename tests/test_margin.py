@@ -188,5 +188,28 @@ def test_registry_builder(batch):
     np.testing.assert_allclose(
         float(fn(logits, labels)), _np_loss(logits, labels, r0, r1), rtol=2e-6
     )
-    with pytest.raises(ValueError, match="class_pixel_counts"):
+    with pytest.raises(ValueError, match="exactly one"):
         margin.build_margin_calibration()
+    with pytest.raises(ValueError, match="exactly one"):
+        margin.build_margin_calibration(class_pixel_counts=counts, rho_0i=r0, rho_i0=r1)
+    with pytest.raises(ValueError, match="both rho_0i and rho_i0"):
+        margin.build_margin_calibration(rho_0i=r0)
+
+
+def test_builder_reads_split_statistics(batch):
+    """Counts from the data layer's split statistics (synthetic `shapes` split, no files)."""
+    from jaxseg.data import dataset_info, split_statistics
+
+    logits, labels = batch
+    info = dataset_info("shapes")
+    stats = split_statistics("shapes", info.train_split)
+    counts = np.asarray(stats.class_pixel_counts)
+    fn = margin.build_margin_calibration(statistics={"name": "shapes", "split": info.train_split})
+    logits = np.random.default_rng(5).normal(size=labels.shape + (info.num_classes,))
+    labels = np.where(labels == 255, 255, labels % info.num_classes).astype(np.int32)
+    r0, r1 = margin.margin_offsets(counts)
+    np.testing.assert_allclose(
+        float(fn(logits.astype(np.float32), labels)), _np_loss(logits, labels, r0, r1), rtol=2e-6
+    )
+    with pytest.raises(ValueError, match="statistics must be"):
+        margin.build_margin_calibration(statistics={"name": "shapes"})
