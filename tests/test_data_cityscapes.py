@@ -108,3 +108,20 @@ def test_missing_zip_and_bad_label_id(tmp_path):
     assert str(manual) in str(e.value)
     with pytest.raises(ValueError, match=r"x_gtFine_labelIds\.png: label value 40"):
         cityscapes.labelids_to_trainids(np.array([[7, 40]], np.uint8), "x_gtFine_labelIds.png")
+
+
+def test_builder_errors_name_the_file(tmp_path):
+    frames = {"train": ["ulm_000000_000019"], "val": ["ulm_000001_000019"]}
+    manual = tmp_path / "manual"
+    testing.write_cityscapes(str(manual), frames=frames, size=(8, 16), archive=False)
+    bad = np.full((8, 16), 7, np.uint8)
+    bad[2, 3] = 40
+    lab = manual / "gtFine" / "val" / "ulm" / "ulm_000001_000019_gtFine_labelIds.png"
+    lab.write_bytes(testing._png(bad))
+    with pytest.raises(ValueError, match=r"ulm_000001_000019_gtFine_labelIds\.png: label value 40"):
+        jd.get_dataset("cityscapes", "val", data_dir=str(tmp_path / "d1"), manual_dir=str(manual))
+    lab.write_bytes(testing._png(np.full((8, 16), 7, np.uint8)))
+    img = manual / "leftImg8bit" / "train" / "ulm" / "ulm_000000_000019_leftImg8bit.png"
+    img.write_bytes(b"\x89PNG truncated")
+    with pytest.raises(ValueError, match=r"Corrupt image .*ulm_000000_000019_leftImg8bit\.png"):
+        jd.get_dataset("cityscapes", "train", data_dir=str(tmp_path / "d2"), manual_dir=str(manual))

@@ -189,7 +189,10 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
             else:
                 rel = f"cls/{i}.mat"
                 if not sbd.exists(rel):
-                    raise FileNotFoundError(f"No annotation for image {i!r}: expected {sbd.describe(rel)}")
+                    raise FileNotFoundError(
+                        f"No annotation for image {i!r}: expected {voc.describe(f'SegmentationClass/{i}.png')} "
+                        f"or {sbd.describe(rel)}"
+                    )
                 label = decode_sbd_label(sbd.read(rel), sbd.describe(rel))
             img_rel = f"JPEGImages/{i}.jpg"
             data = voc.read(img_rel)
