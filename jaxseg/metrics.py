@@ -70,6 +70,7 @@ __all__ = [
     "CITYSCAPES_CATEGORY_NAMES",
     "CITYSCAPES_CATEGORY_OF_CLASS",
     "CITYSCAPES_MEAN_INSTANCE_SIZE",
+    "CITYSCAPES_MAX_INSTANCE_ID",
     "cityscapes_category_iou",
 ]
 
@@ -99,6 +100,8 @@ CITYSCAPES_MEAN_INSTANCE_SIZE = np.array(
                   35732.1511111111, 67583.7075812274, 6298.7200839748, 4672.3249222261],
     dtype=np.float64)
 
+# Largest id of Cityscapes' instanceIds images (labelId <= 33, k <= 999).
+CITYSCAPES_MAX_INSTANCE_ID = 33999
 # Cityscapes' instanceIds images hold labelId * 1000 + k for instances; smaller values are
 # stuff or crowd groups. The official evaluation counts ids > 1000 as instances.
 _INSTANCE_ID_THRESHOLD = 1000
@@ -451,6 +454,7 @@ def instance_pixel_weights(
     ignore_index: int = 255,
     mask: Any = None,
     instance_id_threshold: int = _INSTANCE_ID_THRESHOLD,
+    max_instance_id: int | None = None,
 ) -> jax.Array:
     """Per-pixel weights of the instance-weighted counts, float32, shape of ``labels``.
 
@@ -462,7 +466,10 @@ def instance_pixel_weights(
     ``b`` (inside ``mask``) with the same instance id; every other pixel has weight 0. Summing
     these weights over the correctly / wrongly predicted pixels of an instance gives
     cityscapesScripts' ``tp * avgClassSize / instSize`` and ``fn * avgClassSize / instSize``.
-    One sort per image (jittable, vmapped over the leading image axis).
+    Instance sizes come from one sort per image (jittable, vmapped over the leading image axis)
+    or, when ``max_instance_id`` is given, from one bincount of length ``max_instance_id + 1``
+    per image, about 10x faster on CPU (ids above ``max_instance_id`` are then not instances;
+    Cityscapes' ids are at most 33999).
 
     Args:
       labels: ``[B, ...]`` integer train ids.
@@ -472,6 +479,7 @@ def instance_pixel_weights(
       ignore_index: label of void pixels.
       mask: optional boolean mask (shape of ``labels`` or a prefix of it).
       instance_id_threshold: ids above it are instances.
+      max_instance_id: optional static bound on the ids, for the bincount path.
     """
     name = "instance_pixel_weights"
     labels, instances = _as_array(labels), _as_array(instances)
@@ -488,12 +496,21 @@ def instance_pixel_weights(
         raise ValueError(f"{name}: mean_instance_size must be a vector [C], got shape "
                          f"{tuple(sizes.shape)}")
     return _instance_weights_core(labels, instances, sizes, mask, ignore_index=int(ignore_index),
-                                  threshold=int(instance_id_threshold))
+                                  threshold=int(instance_id_threshold),
+                                  max_id=None if max_instance_id is None else int(max_instance_id))
 
 
-@functools.partial(jax.jit, static_argnames=("ignore_index", "threshold"))
+def _bounded_value_counts(values: Any, max_id: int) -> Any:
+    """Like :func:`_same_value_counts` for values in ``[0, max_id]`` (others get 0): a bincount."""
+    ok = (values >= 0) & (values <= max_id)
+    index = jnp.where(ok, values, max_id + 1)
+    counts = jnp.bincount(index, length=max_id + 2)
+    return jnp.where(ok, counts[index], 0)
+
+
+@functools.partial(jax.jit, static_argnames=("ignore_index", "threshold", "max_id"))
 def _instance_weights_core(labels: Any, instances: Any, sizes: Any, mask: Any, ignore_index: int,
-                           threshold: int) -> Any:
+                           threshold: int, max_id: int | None) -> Any:
     c = sizes.shape[0]
     inside = jnp.ones(labels.shape, bool) if mask is None else jnp.broadcast_to(
         jnp.asarray(mask), labels.shape)
@@ -504,7 +521,12 @@ def _instance_weights_core(labels: Any, instances: Any, sizes: Any, mask: Any, i
     is_instance = valid & (ids > threshold) & (sizes[safe] > 0)
     # Pixels outside the mask get an id of their own group (-1), below any real instance id.
     keyed = jnp.where(inside, ids, -1).reshape(ids.shape[0], -1)
-    counts = jax.vmap(_same_value_counts)(keyed).reshape(ids.shape)
+    if max_id is None:
+        counts = jax.vmap(_same_value_counts)(keyed).reshape(ids.shape)
+    else:
+        counts = jax.vmap(functools.partial(_bounded_value_counts, max_id=max_id))(keyed)
+        counts = counts.reshape(ids.shape)
+        is_instance = is_instance & (ids <= max_id)
     weights = sizes[safe] / jnp.maximum(counts, 1).astype(jnp.float32)
     return jnp.where(is_instance, weights, 0.0)
 
@@ -612,6 +634,7 @@ def batch_statistics(
     groups: Sequence[int] | None = None,
     num_groups: int | None = None,
     instance_id_threshold: int = _INSTANCE_ID_THRESHOLD,
+    max_instance_id: int | None = None,
 ) -> dict[str, jax.Array]:
     """The additive statistics of one batch, jittable; sum them over batches for a dataset.
 
@@ -636,7 +659,8 @@ def batch_statistics(
             raise ValueError("batch_statistics: instances given without mean_instance_size")
         weights = instance_pixel_weights(labels, instances, mean_instance_size,
                                          ignore_index=ignore_index, mask=mask,
-                                         instance_id_threshold=instance_id_threshold)
+                                         instance_id_threshold=instance_id_threshold,
+                                         max_instance_id=max_instance_id)
         stats["instance_tp"], stats["instance_fn"] = instance_weighted_counts(
             predictions, labels, weights, num_classes, ignore_index=ignore_index)
         if groups is not None:
@@ -660,7 +684,9 @@ class MetricAccumulator:
     ``update`` runs a jit-compiled :func:`batch_statistics` (compiled once per input shape); a
     trainer that computes the statistics inside its own jitted (sharded) step calls ``add``
     instead. :meth:`cityscapes` makes one with Cityscapes' names, categories and the official
-    mean instance sizes (pass ``instances`` to ``update`` for iIoU).
+    mean instance sizes (pass ``instances`` to ``update`` for iIoU). ``mean_instance_size``,
+    ``groups``, ``instance_id_threshold`` and ``max_instance_id`` are those of
+    :func:`batch_statistics`; ``class_names`` and ``group_names`` label :meth:`table`.
     """
 
     def __init__(
@@ -673,6 +699,7 @@ class MetricAccumulator:
         groups: Sequence[int] | None = None,
         group_names: Sequence[str] | None = None,
         instance_id_threshold: int = _INSTANCE_ID_THRESHOLD,
+        max_instance_id: int | None = None,
     ):
         self.num_classes = _check_num_classes("MetricAccumulator", num_classes)
         self.ignore_index = int(ignore_index)
@@ -703,7 +730,7 @@ class MetricAccumulator:
         self._stats_fn = jax.jit(functools.partial(
             batch_statistics, num_classes=self.num_classes, ignore_index=self.ignore_index,
             groups=self.groups, num_groups=self.num_groups,
-            instance_id_threshold=self.instance_id_threshold))
+            instance_id_threshold=self.instance_id_threshold, max_instance_id=max_instance_id))
         self.reset()
 
     @classmethod
@@ -713,6 +740,7 @@ class MetricAccumulator:
         kwargs.setdefault("mean_instance_size", CITYSCAPES_MEAN_INSTANCE_SIZE)
         kwargs.setdefault("groups", CITYSCAPES_CATEGORY_OF_CLASS)
         kwargs.setdefault("group_names", CITYSCAPES_CATEGORY_NAMES)
+        kwargs.setdefault("max_instance_id", CITYSCAPES_MAX_INSTANCE_ID)
         return cls(len(CITYSCAPES_CLASS_NAMES), **kwargs)
 
     def reset(self) -> None:

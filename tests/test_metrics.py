@@ -266,6 +266,12 @@ def test_iiou_hand_example():
     w = np.asarray(m.instance_pixel_weights(label, inst, sizes))
     # A: 4 / 4 = 1 per pixel; B: 4 / 2 = 2 per pixel; group, stuff and void: 0
     np.testing.assert_array_equal(w[0], [[1, 1, 1, 1], [2, 2, 0, 0], [0] * 4, [0] * 4])
+    # the bincount path gives the same weights; ids above its bound are not instances
+    np.testing.assert_array_equal(
+        np.asarray(m.instance_pixel_weights(label, inst, sizes, max_instance_id=33999)), w)
+    np.testing.assert_array_equal(
+        np.asarray(m.instance_pixel_weights(label, inst, sizes, max_instance_id=26000))[0, 1],
+        [0, 0, 0, 0])
     itp, ifn = m.instance_weighted_counts(pred, label, w, 2)
     np.testing.assert_allclose(np.asarray(itp), [0.0, 3.0])  # 3 px of A x 1
     np.testing.assert_allclose(np.asarray(ifn), [0.0, 5.0])  # 1 px of A x 1 + 2 px of B x 2
