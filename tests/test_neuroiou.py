@@ -159,6 +159,10 @@ def test_save_load_and_registry(tmp_path, batch):
         neuroiou.load_surrogate(tmp_path / "missing")
     with pytest.raises(ValueError, match="exactly one"):
         neuroiou.build_neuroiou()
+    with pytest.raises(ValueError, match="no surrogate file"):
+        neuroiou.build_neuroiou(surrogate_path=str(tmp_path / "missing.msgpack"))
+    with pytest.raises(ValueError, match="surrogate_path is empty"):
+        neuroiou.build_neuroiou(surrogate_path="")
 
 
 def test_function_approximation():

@@ -311,6 +311,18 @@ def build_neuroiou(
     if (surrogate_path is None) == (surrogate is None):
         raise ValueError("neuroiou needs exactly one of surrogate_path or surrogate")
     if surrogate is None:
+        if not surrogate_path:
+            raise ValueError(
+                "neuroiou: surrogate_path is empty; fit one with `python -m "
+                "jaxseg.training.surrogate --config <CE config> --checkpoint_dir <CE run> "
+                "--output <file>` and pass it as loss.kwargs.surrogate_path"
+            )
+        if not os.path.isfile(surrogate_path):
+            raise ValueError(
+                f"neuroiou: no surrogate file at {surrogate_path!r}; fit one with `python -m "
+                "jaxseg.training.surrogate --config <CE config> --checkpoint_dir <CE run> "
+                "--output <file>`"
+            )
         surrogate = load_surrogate(surrogate_path)
 
     def loss_fn(logits, labels):

@@ -1,0 +1,21 @@
+"""NeuroIoU-Hinge fine-tuning on PASCAL VOC 2012 (Nagendar et al., BMVC 2018, Sec. 3.3, Table 1).
+
+Same recipe as ``configs/voc_neuroiou.py`` with a surrogate fitted on one-vs-rest hinge counts
+(the paper's best variant, 69.46 mean IoU vs 67.90 for probabilities with FCN on VOC)::
+
+    python -m jaxseg.training.surrogate --config configs/<voc cross-entropy config>.py \\
+        --checkpoint_dir runs/voc_ce --kind hinge --output runs/voc_ce/neuroiou_hinge6.msgpack
+    python train.py --config configs/voc_neuroiou_hinge.py --workdir runs/voc_neuroiou_hinge \\
+        --config.init_from.checkpoint=runs/voc_ce
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import voc_neuroiou  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def get_config():
+  return voc_neuroiou.get_config(surrogate_file="neuroiou_hinge6.msgpack")
