@@ -196,17 +196,29 @@ def test_registry_builder(batch):
         margin.build_margin_calibration(rho_0i=r0)
 
 
-def test_builder_reads_split_statistics(batch):
-    """Counts from the data layer's split statistics (synthetic `shapes` split, no files)."""
-    from jaxseg.data import dataset_info, split_statistics
+def test_shapes_margin_config_builds_from_split_statistics(batch):
+    """configs/shapes_margin.py: offsets from the data layer's split statistics (synthetic data)."""
+    import importlib.util
+    import os
 
-    logits, labels = batch
-    info = dataset_info("shapes")
-    stats = split_statistics("shapes", info.train_split)
-    counts = np.asarray(stats.class_pixel_counts)
-    fn = margin.build_margin_calibration(statistics={"name": "shapes", "split": info.train_split})
-    logits = np.random.default_rng(5).normal(size=labels.shape + (info.num_classes,))
-    labels = np.where(labels == 255, 255, labels % info.num_classes).astype(np.int32)
+    from jaxseg.data import split_statistics
+    from jaxseg.losses.registry import build_loss
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "shapes_margin.py")
+    spec = importlib.util.spec_from_file_location("shapes_margin_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    fn = build_loss(config.loss)
+    st = config.loss.kwargs.statistics
+    counts = np.asarray(
+        split_statistics(st.name, st.split, **dict(st.options)).class_pixel_counts
+    )
+    assert counts.sum() > 0
+    num_classes = counts.size
+    _, labels = batch
+    logits = np.random.default_rng(5).normal(size=labels.shape + (num_classes,))
+    labels = np.where(labels == 255, 255, labels % num_classes).astype(np.int32)
     r0, r1 = margin.margin_offsets(counts)
     np.testing.assert_allclose(
         float(fn(logits.astype(np.float32), labels)), _np_loss(logits, labels, r0, r1), rtol=2e-6
