@@ -524,11 +524,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def check(step_metrics: tuple[int, dict]) -> None:
     step, m = step_metrics
     host = jax.device_get(m)
-    loss = float(host["loss"])
-    if not math.isfinite(loss):
+    loss, grad_norm = float(host["loss"]), float(host["grad_norm"])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
       latest = run.checkpointer.latest_step()
       raise ckpt_lib.NonFiniteError(
-          f"The training loss is {loss} at step {step}: stopping. Nothing was saved after the "
+          f"Non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step}: "
+          f"stopping. Nothing was saved after the "
           f"last good checkpoint (step {latest}) in {run.checkpointer.directory}. Lower "
           f"config.schedule.base_lr, set config.optim.clip_grad_norm, or check the data.")
     window.append({k: float(v) for k, v in host.items()})

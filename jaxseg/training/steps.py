@@ -103,8 +103,8 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
   metrics = {
       "loss": loss.astype(jnp.float32),
       "accuracy": jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1),
-      "grad_norm": optax.global_norm(grads),
-      "param_norm": optax.global_norm(new_state.params),
+      "grad_norm": optax.tree.norm(grads),
+      "param_norm": optax.tree.norm(new_state.params),
   }
   if learning_rate_fn is not None:
     metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
