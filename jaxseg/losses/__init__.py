@@ -5,12 +5,24 @@ jittable, differentiable, with static shapes. ``build_loss(config)`` makes one (
 from a config entry by name; ``available_losses()`` lists the names.
 """
 
+from jaxseg.losses.classic import (binary_cross_entropy, binary_hinge_loss, cross_entropy,
+                                   enet_class_weights, focal_loss, hinge_loss, soft_dice_loss,
+                                   soft_jaccard_loss, tversky_loss)
 from jaxseg.losses.extension import lovasz_extension
 from jaxseg.losses.lovasz import lovasz_hinge, lovasz_sigmoid, lovasz_softmax
 from jaxseg.losses.registry import available_losses, build_loss, register_loss
 
 __all__ = [
     "available_losses",
+    "binary_cross_entropy",
+    "binary_hinge_loss",
+    "cross_entropy",
+    "enet_class_weights",
+    "focal_loss",
+    "hinge_loss",
+    "soft_dice_loss",
+    "soft_jaccard_loss",
+    "tversky_loss",
     "build_loss",
     "lovasz_extension",
     "lovasz_hinge",

@@ -57,25 +57,39 @@ _INDEX_BITS = 31
 def _sort_rows_by_error(errors, ground_truth, valid):
   """Sorts one row by decreasing error with a single-operand int64 sort.
 
-  Returns the sorted errors (float32), δ (int32), valid (bool) and the pixel index (int32).
+  Pixels that cannot affect the value or the gradient share one constant key that sorts last:
+  void pixels, and pixels outside the ground truth whose error is below the smallest error of a
+  ground-truth pixel (every ground-truth pixel precedes them, so ``I_k = 0`` and ``g_k = 0``;
+  without ground truth, all but the largest errors).
+  A constant key costs the sort much less than a distinct one, and its index is out of range so
+  that the gradient scatter drops it.
+
+  Returns the sorted errors (float32, 0 where not relevant), δ (int32), a relevance mask (bool)
+  and the pixel index (int32, out of range where not relevant).
   """
   (num_pixels,) = errors.shape
-  if num_pixels >= 2**_INDEX_BITS:
-    raise ValueError(f"a Lovász row holds at most 2**31 - 1 pixels, got {num_pixels}")
+  if num_pixels >= 2**_INDEX_BITS - 1:
+    raise ValueError(f"a Lovász row holds at most 2**31 - 2 pixels, got {num_pixels}")
   bits = lax.bitcast_convert_type(errors, jnp.int32)
-  # Non-negative float32 bit patterns order like the values; -0.0, NaN-free negatives -> 0.
+  # Non-negative float32 bit patterns order like the values; map -0.0 and negatives to 0.
   bits = jnp.where(errors > 0, bits, 0)
-  high = jnp.where(valid, -bits, 1)  # ascending sort of -bits = decreasing errors; void last
+  positive = ground_truth & valid
+  # Without ground truth only the largest error counts (g = (1, 0, ..., 0)).
+  threshold = jnp.where(jnp.any(positive),
+                        jnp.min(jnp.where(positive, bits, jnp.iinfo(jnp.int32).max)),
+                        jnp.max(jnp.where(valid, bits, 0)))
+  relevant = valid & (ground_truth | (bits >= threshold))
   with jax.enable_x64(True):
-    key = (high.astype(jnp.int64) << 32) | (
+    key = ((-bits).astype(jnp.int64) << 32) | (
         ground_truth.astype(jnp.int64) << _INDEX_BITS) | jnp.arange(num_pixels, dtype=jnp.int64)
-    key = lax.sort(key)
+    key = lax.sort(jnp.where(relevant, key, jnp.iinfo(jnp.int64).max))
     high_sorted = (key >> 32).astype(jnp.int32)
     delta = ((key >> _INDEX_BITS) & 1).astype(jnp.int32)
     index = (key & (2**_INDEX_BITS - 1)).astype(jnp.int32)
-  valid_sorted = high_sorted <= 0
-  errors_sorted = lax.bitcast_convert_type(jnp.where(valid_sorted, -high_sorted, 0), jnp.float32)
-  return errors_sorted, delta, valid_sorted, index
+  relevant_sorted = high_sorted <= 0
+  errors_sorted = lax.bitcast_convert_type(jnp.where(relevant_sorted, -high_sorted, 0),
+                                           jnp.float32)
+  return errors_sorted, delta, relevant_sorted, index
 
 
 def _exclusive_cumsum(x):
@@ -125,16 +139,16 @@ def jaccard_increments(delta, valid, weights=None):
 def _row_sorted(errors, ground_truth, valid, weights):
   """Value and gradient (pixel order) of one row through the sort."""
   errors_sorted, delta, valid_sorted, index = _sort_rows_by_error(errors, ground_truth, valid)
-  sorted_weights = None if weights is None else weights[index]
+  sorted_weights = None if weights is None else weights.at[index].get(mode="fill", fill_value=0)
   g = jaccard_increments(delta, valid_sorted, sorted_weights)
   value = jnp.dot(errors_sorted, g, precision=lax.Precision.HIGHEST)
-  grad = jnp.zeros_like(g).at[index].set(g, unique_indices=True, mode="promise_in_bounds")
+  grad = jnp.zeros_like(g).at[index].set(g, unique_indices=True, mode="drop")
   return value, grad
 
 
 def _row_value_sorted(errors, ground_truth, valid, weights):
   errors_sorted, delta, valid_sorted, index = _sort_rows_by_error(errors, ground_truth, valid)
-  sorted_weights = None if weights is None else weights[index]
+  sorted_weights = None if weights is None else weights.at[index].get(mode="fill", fill_value=0)
   g = jaccard_increments(delta, valid_sorted, sorted_weights)
   return jnp.dot(errors_sorted, g, precision=lax.Precision.HIGHEST)
 
