@@ -117,34 +117,40 @@ def read_metrics(path: str) -> list[dict]:
 
 def plot_training_curves(metrics_path: str, out_path: str,
                          keys: Optional[Sequence[str]] = None) -> list[str]:
-  """Plots every numeric metric of ``metrics.jsonl`` against ``step``; returns the keys drawn."""
+  """Plots every numeric metric of ``metrics.jsonl`` against ``step``; returns the panel names.
+
+  One panel per metric with one line per split (train, eval); metrics named ``group/name``
+  (the per-class ``iou/<class>``) share the panel ``group``, one line per name.
+  """
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"no metrics file at {metrics_path}.")
   records = read_metrics(metrics_path)
-  series: dict[str, dict[str, tuple[list, list]]] = {}
+  panels: dict[str, dict[str, tuple[list, list]]] = {}
   for r in records:
     split = str(r.get("split", "train"))
     for k, v in r.items():
       if k in ("step", "split", "time") or not isinstance(v, (int, float)) or isinstance(v, bool):
         continue
-      if keys is not None and k not in keys:
+      if keys is not None and k not in keys and k.split("/")[0] not in keys:
         continue
-      xs, ys = series.setdefault(k, {}).setdefault(split, ([], []))
+      panel, _, line = k.partition("/")
+      label = f"{split}: {line}" if line else split
+      xs, ys = panels.setdefault(panel, {}).setdefault(label, ([], []))
       xs.append(r["step"])
       ys.append(v)
-  names = sorted(series)
+  names = sorted(panels)
   if not names:
     raise ValueError(f"no numeric metrics to plot in {metrics_path}.")
   cols = min(3, len(names))
   rows = -(-len(names) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
   for ax, name in zip(axes.flat, names):
-    for split, (xs, ys) in sorted(series[name].items()):
-      ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, label=split)
+    for label, (xs, ys) in sorted(panels[name].items()):
+      ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, label=label)
     ax.set_title(name)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small" if len(panels[name]) > 4 else "medium")
   for ax in list(axes.flat)[len(names):]:
     ax.set_axis_off()
   fig.tight_layout()
