@@ -290,6 +290,32 @@ def test_upsampled_logits_are_bilinear_resize_of_strided_logits(v2_small):
     np.testing.assert_allclose(full, ref, rtol=1e-5, atol=1e-5)
 
 
+def _np_dilated_conv3x3(x, kernel, bias, rate):
+    """float64 'same' 3x3 convolution with dilation ``rate`` and zero padding, by taps."""
+    b, h, w, _ = x.shape
+    out = np.zeros((b, h, w, kernel.shape[-1])) + bias
+    xp = np.pad(x.astype(np.float64), ((0, 0), (rate, rate), (rate, rate), (0, 0)))
+    for ky in range(3):
+        for kx in range(3):
+            out += xp[:, ky * rate:ky * rate + h, kx * rate:kx * rate + w] @ kernel[ky, kx].astype(np.float64)
+    return out
+
+
+def test_deeplabv2_aspp_sums_four_dilated_branches(v2_small):
+    """ASPP-L: logits at stride 8 = sum over rates 6, 12, 18, 24 of 3x3 dilated convs of layer4."""
+    m, v = v2_small
+    ms = m.clone(logits_stride=True)
+    x = np.random.default_rng(9).standard_normal((1, 105, 97, 3)).astype(np.float32)
+    logits, state = jax.device_get(fast_jit(
+        lambda v, x: ms.apply(v, x, train=False, capture_intermediates=True, mutable=["intermediates"]), v, x))
+    feats = state["intermediates"]["backbone"]["__call__"][0]["layer4"]
+    assert feats.shape[1:3] == (14, 13)
+    ref = sum(_np_dilated_conv3x3(feats, v["params"][f"aspp_{i}"]["kernel"], v["params"][f"aspp_{i}"]["bias"], r)
+              for i, r in enumerate((6, 12, 18, 24)))
+    assert set(k for k in v["params"] if k.startswith("aspp")) == {"aspp_0", "aspp_1", "aspp_2", "aspp_3"}
+    np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_bfloat16_compute_float32_params():
     m32 = models.create("unet_small", 3, depth=2)
     m16 = models.create("unet_small", 3, depth=2, dtype="bfloat16")

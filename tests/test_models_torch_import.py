@@ -340,3 +340,11 @@ def test_conv_transpose_matches_pytorch():
         mod = layers.ConvTranspose(5, k, s, padding=p, output_padding=op)
         out = mod.apply({"params": {"kernel": t.weight.detach().numpy().transpose(2, 3, 0, 1)}}, x)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,s,p,ceil", [(2, 2, 0, True), (3, 2, 1, False), (3, 2, 1, True), (3, 2, 0, True)])
+@pytest.mark.parametrize("h", [6, 7, 9])
+def test_max_pool_matches_pytorch(k, s, p, ceil, h):
+    x = np.random.default_rng(h).standard_normal((1, h, h + 1, 2)).astype(np.float32)
+    ref = tnn.MaxPool2d(k, s, p, ceil_mode=ceil)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(np.asarray(layers.max_pool(jnp.asarray(x), k, s, padding=p, ceil_mode=ceil)), ref)

@@ -10,7 +10,13 @@ names) load with :func:`load_state_dict` and :func:`import_torch_state_dict`.
 
 import jax.numpy as jnp
 
+from jaxseg.models.deeplab import DeepLabV2, DeepLabV3Plus
+from jaxseg.models.enet import ENet
+from jaxseg.models.fcn import FCN8s
 from jaxseg.models.registry import available, create, options, register_model
+from jaxseg.models.resnet import ResNet
+from jaxseg.models.segnet import SegNet
+from jaxseg.models.unet import UNet
 from jaxseg.models.torch_import import caffe_resnet_key_map, import_torch_state_dict, load_state_dict
 
 
@@ -36,4 +42,11 @@ __all__ = [
     "load_state_dict",
     "import_torch_state_dict",
     "caffe_resnet_key_map",
+    "DeepLabV2",
+    "DeepLabV3Plus",
+    "ENet",
+    "FCN8s",
+    "ResNet",
+    "SegNet",
+    "UNet",
 ]
