@@ -94,6 +94,16 @@ def test_create_rejects_bad_input():
         shapes_of(m, (1, 32, 32, 3))
 
 
+def test_init_variables_structure_and_num_classes_types():
+    m = models.create("unet_small", np.int64(3), depth=2)
+    v = models.init_variables(m, 0, (1, 16, 16, 3))
+    ref = shapes_of(m, (1, 16, 16, 3))
+    assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(ref)
+    assert all(a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(ref)))
+    k = np.asarray(v["params"]["down0_conv0"]["kernel"])
+    assert k.std() > 0 and np.all(np.asarray(v["batch_stats"]["down0_bn0"]["var"]) == 1)
+
+
 def test_create_options_are_applied():
     m = models.create("deeplabv3plus_resnet50", 5, output_stride=8, dtype="bfloat16", aspp_rates=[1, 2, 3],
                       bn_momentum=0.99, frozen_batchnorm=True)

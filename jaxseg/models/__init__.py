@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jaxseg.models.deeplab import DeepLabV2, DeepLabV3Plus
 from jaxseg.models.enet import ENet
 from jaxseg.models.fcn import FCN8s
-from jaxseg.models.registry import available, create, options, register_model
+from jaxseg.models.registry import available, create, init_variables, options, register_model
 from jaxseg.models.resnet import ResNet
 from jaxseg.models.segnet import SegNet
 from jaxseg.models.unet import UNet
@@ -36,6 +36,7 @@ def downsample_labels(labels, stride: int):
 __all__ = [
     "available",
     "create",
+    "init_variables",
     "options",
     "register_model",
     "downsample_labels",

@@ -40,6 +40,7 @@ fc layers), ``segnet_small`` (width 1/8), ``enet_small`` (width 1/2).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -116,8 +117,9 @@ def create(name: str, num_classes: int, **opts) -> nn.Module:
     accepted.
     """
     spec = _spec(name)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = int(num_classes)
     allowed = set(options(name))
     unknown = set(opts) - allowed
     if unknown:
@@ -131,6 +133,22 @@ def create(name: str, num_classes: int, **opts) -> nn.Module:
         if kwargs.get(key) is not None:
             kwargs[key] = tuple(int(v) for v in kwargs[key])
     return spec.cls(num_classes=num_classes, **kwargs)
+
+
+def init_variables(module: nn.Module, seed: int, image_shape, *, rng_impl: str | None = "rbg"):
+    """Initialise ``module`` for images of ``image_shape`` (``[B, H, W, 3]``) under ``jax.jit``.
+
+    ``rng_impl="rbg"`` draws the initial weights with XLA's RngBitGenerator instead of the default
+    threefry: same distributions, different numbers, and a much cheaper compilation on CPU (for
+    ``unet_small`` 8 s instead of 38 s on a loaded 2-core machine). ``rng_impl=None`` uses JAX's
+    default key implementation. Returns the variables dict (``params`` and, where the model has
+    BatchNorm, ``batch_stats``).
+    """
+    import jax
+
+    key = jax.random.key(seed) if rng_impl is None else jax.random.key(seed, impl=rng_impl)
+    images = jnp.zeros(tuple(image_shape), jnp.float32)
+    return jax.jit(lambda k, x: module.init(k, x, train=False))(key, images)
 
 
 def _register_all(register: Callable[..., None]) -> None:
