@@ -13,6 +13,12 @@ installed); ``.safetensors`` files with the ``safetensors`` package (no torch ne
 with NumPy. A checkpoint dict holding the weights under ``state_dict`` or ``model`` is unwrapped,
 and a ``module.`` prefix (``DataParallel``) is stripped.
 
+Input normalisation: torchvision's ImageNet weights expect RGB images normalised with mean
+``(0.485, 0.456, 0.406) * 255`` and std ``(0.229, 0.224, 0.225) * 255``; Caffe ResNets (DeepLab-v2)
+expect **BGR** images minus the mean ``(104.008, 116.669, 122.675)`` (BGR order) with std 1, so
+flip the channels of the normalised image (``images[..., ::-1]``) or permute ``conv1``'s input
+channels (``w[:, ::-1]``) when importing such weights into an RGB pipeline.
+
 Key mapping (torchvision -> Flax)
 ---------------------------------
 A key ``a.b.0.c.weight`` names the module path ``a``, ``b.0``, ``c``; a numeric component is
