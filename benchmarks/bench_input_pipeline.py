@@ -153,6 +153,7 @@ def main(argv=None):
         "batch": args.batch,
         "crop": args.crop,
         "num_images": n,
+        "load_average_start": os.getloadavg(),
     }
 
     def fresh_iterator(seed):
@@ -226,6 +227,7 @@ def main(argv=None):
             f"pipeline while stepping {entry['pipeline_concurrent_images_per_s']:.1f} img/s, "
             f"loop {entry['loop_step_s']:.3f}s/step of which waiting for data {entry['loop_data_wait_s']:.4f}s"
         )
+    results["load_average_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
