@@ -137,12 +137,25 @@ def test_save_load_and_registry(tmp_path, batch):
     sur = neuroiou.init_surrogate(
         jax.random.key(3), hidden=(5, 7), activation="tanh", kind="hinge", num_inputs=6
     )
-    sur = neuroiou.Surrogate(sur.params, sur.hidden, "tanh", "hinge", 6, {"val_mse": 0.25})
+    sur = neuroiou.Surrogate(
+        sur.params, sur.hidden, "tanh", "hinge", 6, {"val_mse": 0.25},
+        feature_mean=np.linspace(0, 1, 6), feature_scale=np.linspace(1, 2, 6),
+    )
     path = tmp_path / "sub" / "s.msgpack"
     neuroiou.save_surrogate(path, sur)
     back = neuroiou.load_surrogate(path)
     assert (back.hidden, back.activation, back.kind, back.num_inputs) == ((5, 7), "tanh", "hinge", 6)
     assert back.metrics == {"val_mse": 0.25}
+    np.testing.assert_allclose(back.feature_mean, np.linspace(0, 1, 6))
+    np.testing.assert_allclose(back.feature_scale, np.linspace(1, 2, 6))
+    # standardisation is applied before the MLP
+    f = jnp.asarray(np.random.default_rng(0).random((3, 6)), jnp.float32)
+    np.testing.assert_allclose(
+        np.asarray(back(f)),
+        np.asarray(sur.module.apply({"params": sur.params},
+                                    (f - np.linspace(0, 1, 6)) / np.linspace(1, 2, 6))),
+        rtol=1e-5, atol=1e-6,
+    )
     for a, b in zip(jax.tree_util.tree_leaves(sur.params), jax.tree_util.tree_leaves(back.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     fn = build_loss({"name": "neuroiou", "kwargs": {"surrogate_path": str(path)}})
@@ -169,7 +182,7 @@ def test_function_approximation():
     """Paper Sec. 4.2: an MLP fits f(x) = 2 - x (x < 1), x + 0.1 (x >= 1) and f' away from 1."""
     x = np.linspace(0.0, 2.0, 401, dtype=np.float32)[:, None]
     y = np.where(x[:, 0] < 1, 2 - x[:, 0], x[:, 0] + 0.1)
-    module, params, metrics = fitting.fit_mlp(
+    module, params, metrics, _ = fitting.fit_mlp(
         x, y, hidden=(64,), activation="sigmoid", steps=2000, batch_size=401,
         learning_rate=3e-2, val_fraction=0.0, seed=0,
     )
@@ -219,5 +232,12 @@ def test_generate_pairs_and_fit():
     m = sur.metrics
     assert m["val_mse"] < 0.3 * m["val_baseline_mse"], m
     assert sur.num_inputs == 6 and sur.kind == "prob"
+    assert len(sur.feature_mean) == 6 and min(sur.feature_scale) > 0
+    # the fitted loss follows the true IoU loss on fresh data
+    xt, yt = fitting.generate_pairs(
+        logits_fn, _synthetic_batches(2, np.random.default_rng(9)), num_perturbations=5, seed=3
+    )
+    pred = np.asarray(sur(jnp.asarray(xt)))
+    assert np.corrcoef(pred, yt)[0, 1] > 0.8
     with pytest.raises(ValueError, match="3 or 6 features"):
         fitting.fit_surrogate(x[:, :2], y)

@@ -150,6 +150,9 @@ def test_hard_prediction_equals_set_function():
     dn = np.where(gt, 0.0, np.minimum(ndimage.distance_transform_edt(~gt), 4.0) / 4.0)
     want = _set_function((pred[0] != labels[0]).ravel(), gt.ravel(), dn.ravel(), 1.0, 1.0)
     np.testing.assert_allclose(float(got), want, rtol=1e-6)
+    # a perfect prediction costs 0, as for the IoU
+    perfect = np.eye(2, dtype=np.float32)[labels]
+    assert float(pixiou_loss(perfect, labels, from_logits=False, classes=(1,), radius=4.0)) == 0.0
 
 
 def _two_squares(gap):

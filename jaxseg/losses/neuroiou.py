@@ -173,8 +173,9 @@ class NeuroIoUSurrogate(nn.Module):
 class Surrogate:
     """A fitted surrogate: its parameters and everything needed to evaluate it.
 
-    ``kind``/``num_inputs`` say which features it was fitted on; ``metrics`` holds the fit report
-    (e.g. held-out MSE) for the record.
+    ``kind``/``num_inputs`` say which features it was fitted on; the MLP sees the standardised
+    features ``(x - feature_mean) / feature_scale`` (fixed at fitting time; None: as they are);
+    ``metrics`` holds the fit report (e.g. held-out MSE) for the record.
     """
 
     params: Any
@@ -183,10 +184,21 @@ class Surrogate:
     kind: str = "prob"
     num_inputs: int = 6
     metrics: dict = dataclasses.field(default_factory=dict)
+    feature_mean: tuple[float, ...] | None = None
+    feature_scale: tuple[float, ...] | None = None
 
     def __post_init__(self):
         _check_variant(self.kind, self.num_inputs)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        for name in ("feature_mean", "feature_scale"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(v) for v in np.asarray(value).reshape(-1))
+                if len(value) != self.num_inputs:
+                    raise ValueError(f"{name} must have {self.num_inputs} entries, got {len(value)}")
+                object.__setattr__(self, name, value)
+        if self.feature_scale is not None and min(self.feature_scale) <= 0:
+            raise ValueError(f"feature_scale must be positive, got {self.feature_scale}")
 
     @property
     def module(self) -> NeuroIoUSurrogate:
@@ -199,7 +211,12 @@ class Surrogate:
                 f"surrogate expects {self.num_inputs} features, got shape {features.shape}"
             )
         params = jax.lax.stop_gradient(self.params)
-        return self.module.apply({"params": params}, features)
+        x = features.astype(jnp.float32)
+        if self.feature_mean is not None:
+            x = x - jnp.asarray(self.feature_mean, jnp.float32)
+        if self.feature_scale is not None:
+            x = x / jnp.asarray(self.feature_scale, jnp.float32)
+        return self.module.apply({"params": params}, x)
 
 
 def init_surrogate(
@@ -257,6 +274,10 @@ def save_surrogate(path: str | os.PathLike, surrogate: Surrogate) -> None:
         "num_inputs": int(surrogate.num_inputs),
         "metrics": {k: float(v) for k, v in surrogate.metrics.items()},
     }
+    if surrogate.feature_mean is not None:
+        state["feature_mean"] = np.asarray(surrogate.feature_mean, np.float64)
+    if surrogate.feature_scale is not None:
+        state["feature_scale"] = np.asarray(surrogate.feature_scale, np.float64)
     path = os.fspath(path)
     directory = os.path.dirname(path)
     if directory:
@@ -285,6 +306,8 @@ def load_surrogate(path: str | os.PathLike) -> Surrogate:
         kind=str(state["kind"]),
         num_inputs=int(state["num_inputs"]),
         metrics=dict(state.get("metrics", {})),
+        feature_mean=state.get("feature_mean"),
+        feature_scale=state.get("feature_scale"),
     )
     # check that the parameters fit the architecture
     expected = jax.eval_shape(

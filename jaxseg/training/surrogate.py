@@ -31,6 +31,7 @@ Command line (fits a surrogate from a trained cross-entropy checkpoint)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -216,16 +217,19 @@ def fit_mlp(
     learning_rate: float = 1e-3,
     val_fraction: float = 0.1,
     seed: int = 0,
-) -> tuple[NeuroIoUSurrogate, Any, dict[str, float]]:
+    standardize: bool = False,
+) -> tuple[NeuroIoUSurrogate, Any, dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
     """Least-squares fit of a :class:`NeuroIoUSurrogate` MLP to ``targets [N]`` from ``features [N, F]``.
 
     Adam with a cosine-decayed learning rate, minibatches drawn with replacement, the whole loop
-    one ``lax.scan`` under ``jit``. A random ``val_fraction`` of the pairs is held out.
+    one ``lax.scan`` under ``jit``. A random ``val_fraction`` of the pairs is held out. With
+    ``standardize`` the MLP is fitted on ``(x - mean) / std`` of the training features.
 
     Returns:
-      ``(module, params, metrics)``; ``metrics`` holds ``train_mse``, ``num_train``, ``num_val``
-      and, with a held-out set, ``val_mse``, ``val_mae`` and ``val_baseline_mse`` (the MSE of
-      predicting the training mean, for comparison).
+      ``(module, params, metrics, standardization)``; ``metrics`` holds ``train_mse``,
+      ``num_train``, ``num_val`` and, with a held-out set, ``val_mse``, ``val_mae`` and
+      ``val_baseline_mse`` (the MSE of predicting the training mean, for comparison);
+      ``standardization`` is ``(mean [F], std [F])`` or None.
     """
     x = np.asarray(features, np.float32)
     y = np.asarray(targets, np.float32)
@@ -243,6 +247,12 @@ def fit_mlp(
         raise ValueError(f"not enough pairs to fit: {n} with val_fraction={val_fraction}")
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = perm[:n_val], perm[n_val:]
+    standardization = None
+    if standardize:
+        mean = x[train_idx].astype(np.float64).mean(axis=0)
+        std = np.maximum(x[train_idx].astype(np.float64).std(axis=0), 1e-6)
+        standardization = (mean, std)
+        x = ((x - mean) / std).astype(np.float32)
     x_train, y_train = jnp.asarray(x[train_idx]), jnp.asarray(y[train_idx])
 
     key_init, key_batches = jax.random.split(jax.random.key(seed))
@@ -279,7 +289,7 @@ def fit_mlp(
         metrics["val_mse"] = float(jnp.mean((pred - y_val) ** 2))
         metrics["val_mae"] = float(jnp.mean(jnp.abs(pred - y_val)))
         metrics["val_baseline_mse"] = float(jnp.mean((y_val - jnp.mean(y_train)) ** 2))
-    return module, params, metrics
+    return module, params, metrics, standardization
 
 
 def fit_surrogate(
@@ -293,8 +303,10 @@ def fit_surrogate(
 ) -> Surrogate:
     """Fit the NeuroIoU surrogate by mean squared error (paper Eq. 3); see :func:`fit_mlp`.
 
-    ``features [N, 3 or 6]`` from :func:`generate_pairs` with the same ``kind``; the returned
-    :class:`Surrogate`'s ``metrics`` hold the held-out error (``val_mse``, ``val_mae``).
+    ``features [N, 3 or 6]`` from :func:`generate_pairs` with the same ``kind``; they are
+    standardised with the training pairs' mean and standard deviation (stored in the surrogate:
+    hinge features are not O(1)). The returned :class:`Surrogate`'s ``metrics`` hold the held-out
+    error (``val_mse``, ``val_mae``).
     """
     num_inputs = np.shape(features)[-1]
     if kind not in ("prob", "hinge") or num_inputs not in (3, 6):
@@ -302,10 +314,12 @@ def fit_surrogate(
             f"a NeuroIoU surrogate takes kind 'prob'/'hinge' and 3 or 6 features, got kind={kind!r}"
             f" and features of shape {np.shape(features)}"
         )
-    _, params, metrics = fit_mlp(
+    fit_kwargs.setdefault("standardize", True)
+    _, params, metrics, standardization = fit_mlp(
         features, targets, hidden=hidden, activation=activation, **fit_kwargs
     )
-    return Surrogate(params, tuple(hidden), activation, kind, num_inputs, metrics)
+    mean, scale = standardization if standardization is not None else (None, None)
+    return Surrogate(params, tuple(hidden), activation, kind, num_inputs, metrics, mean, scale)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,13 +393,13 @@ def fit_from_checkpoint(
         ignore_index=run.ignore_index,
     )
     surrogate = fit_surrogate(features, targets, kind=kind, seed=seed, **fit_kwargs)
-    surrogate = Surrogate(
-        surrogate.params,
-        surrogate.hidden,
-        surrogate.activation,
-        surrogate.kind,
-        surrogate.num_inputs,
-        {**surrogate.metrics, "checkpoint_step": float(latest), "num_pairs": float(len(targets))},
+    surrogate = dataclasses.replace(
+        surrogate,
+        metrics={
+            **surrogate.metrics,
+            "checkpoint_step": float(latest),
+            "num_pairs": float(len(targets)),
+        },
     )
     save_surrogate(output, surrogate)
     return surrogate
