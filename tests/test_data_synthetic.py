@@ -43,6 +43,19 @@ def test_shapes_content_is_imbalanced_and_valid():
     assert disc.std(axis=0).min() > 10
 
 
+def test_shapes_noise_option():
+    quiet = synthetic.generate("shapes", "train", image_size=32, num_train=4, noise=0.0)
+    loud = synthetic.generate("shapes", "train", image_size=32, num_train=4, noise=40.0)
+    np.testing.assert_array_equal(quiet["label"], loud["label"])  # same scenes
+    bg_q = quiet["image"][quiet["label"] == 0].astype(float)
+    bg_l = loud["image"][loud["label"] == 0].astype(float)
+    assert np.abs(np.diff(bg_l, axis=0)).mean() > 2 * np.abs(np.diff(bg_q, axis=0)).mean()
+    with pytest.raises(ValueError, match="noise"):
+        synthetic.generate("shapes", "train", noise=-1.0)
+    with pytest.raises(ValueError, match="Unknown option"):
+        synthetic.generate("circles", "train", noise=1.0)
+
+
 def test_shapes_small_sizes_and_bad_options():
     d = synthetic.generate("shapes", "train", image_size=32, num_train=3)
     assert d["image"].shape == (3, 32, 32, 3)

@@ -264,7 +264,7 @@ def get_dataset(name: str, split: str, *, data_dir=None, manual_dir=None, **opti
       data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       manual_dir: where the official archives are (default ``<data_dir>/downloads/manual``).
       **options: synthetic only: ``image_size``, ``num_train``, ``num_validation``,
-        ``num_test``, ``seed``.
+        ``num_test``, ``seed``; ``shapes`` also ``noise`` (pixel noise sigma, default 18).
     """
     source = get_source(name, split, data_dir=data_dir, manual_dir=manual_dir, **options)
     ds = tf.data.Dataset.range(source.num_examples)

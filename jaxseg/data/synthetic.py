@@ -112,14 +112,17 @@ def _object_mask(cls: int, yy, xx, cy, cx, r, angle) -> np.ndarray:
     raise ValueError(f"unknown object class {cls}")
 
 
-def shapes_example(seed: int, split: str, index: int, image_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def shapes_example(
+    seed: int, split: str, index: int, image_size: int = 64, noise: float = 18.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Generates image ``index`` of the ``shapes`` split: (uint8 [S, S, 3], uint8 [S, S]).
 
     Scene model: background texture (low-frequency colour field + fine noise), then for each object
     class ``k`` a Poisson(rate_k) number of instances with radius ``U(radius_k) * S`` pixels
     (at least 1.5 pixels), painted in a random order (later objects occlude earlier ones). Each
     object is its class colour modulated by its class texture (amplitude 35) plus per-object colour
-    jitter; finally per-image brightness/contrast jitter and per-pixel Gaussian noise (sigma 18).
+    jitter; finally per-image brightness/contrast jitter and per-pixel Gaussian noise (sigma
+    ``noise``, 18 by default; raise it to make the task harder).
     Labels are 0 (background) .. 7; no void pixels.
     """
     split = canonical_split(split)
@@ -162,7 +165,7 @@ def shapes_example(seed: int, split: str, index: int, image_size: int = 64) -> t
     contrast = rng.uniform(0.8, 1.2)
     brightness = rng.uniform(-20, 20)
     image = (image - 128.0) * contrast + 128.0 + brightness
-    image = image + rng.normal(0.0, 18.0, size=image.shape)
+    image = image + rng.normal(0.0, float(noise), size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
@@ -204,7 +207,7 @@ def feature_to_image(feature: np.ndarray) -> np.ndarray:
 
 
 DEFAULT_SIZES = {
-    "shapes": {"image_size": 64, "num_train": 256, "num_validation": 64, "num_test": 64},
+    "shapes": {"image_size": 64, "num_train": 256, "num_validation": 64, "num_test": 64, "noise": 18.0},
     "circles": {"image_size": 50, "num_train": 10, "num_validation": 10, "num_test": 10},
 }
 
@@ -230,9 +233,9 @@ def check_options(name: str, options: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _generate_cached(name: str, split: str, image_size: int, num: int, seed: int):
+def _generate_cached(name: str, split: str, image_size: int, num: int, seed: int, noise: float):
     if name == "shapes":
-        pairs = [shapes_example(seed, split, i, image_size) for i in range(num)]
+        pairs = [shapes_example(seed, split, i, image_size, noise) for i in range(num)]
         images = np.stack([p[0] for p in pairs])
         labels = np.stack([p[1] for p in pairs])
         return images, labels, None
@@ -248,14 +251,18 @@ def generate(name: str, split: str, **options) -> dict[str, np.ndarray]:
 
     Returns ``{"image": uint8 [N, S, S, 3], "label": uint8 [N, S, S], "id": str [N]}`` and, for
     ``circles``, ``"feature": float32 [N, S, S]``. Options: ``image_size``, ``num_train``,
-    ``num_validation``, ``num_test``, ``seed``. Results are memoised (read-only arrays).
+    ``num_validation``, ``num_test``, ``seed`` and, for ``shapes``, ``noise`` (pixel noise sigma).
+    Results are memoised (read-only arrays).
     """
     if name not in DEFAULT_SIZES:
         raise ValueError(f"Unknown synthetic dataset {name!r}; expected 'shapes' or 'circles'.")
     opts = check_options(name, options)
     split = canonical_split(split)
     num = _num_images(name, split, opts)
-    images, labels, features = _generate_cached(name, split, int(opts["image_size"]), num, int(opts["seed"]))
+    noise = float(opts.get("noise", 0.0))
+    if noise < 0:
+        raise ValueError(f"{name}: option noise must be >= 0, got {noise}")
+    images, labels, features = _generate_cached(name, split, int(opts["image_size"]), num, int(opts["seed"]), noise)
     out = {
         "image": images,
         "label": labels,
