@@ -117,10 +117,10 @@ def test_builder_errors_name_the_file(tmp_path):
     bad = np.full((8, 16), 7, np.uint8)
     bad[2, 3] = 40
     lab = manual / "gtFine" / "val" / "ulm" / "ulm_000001_000019_gtFine_labelIds.png"
-    lab.write_bytes(testing._png(bad))
+    lab.write_bytes(testing.encode_png(bad))
     with pytest.raises(ValueError, match=r"ulm_000001_000019_gtFine_labelIds\.png: label value 40"):
         jd.get_dataset("cityscapes", "val", data_dir=str(tmp_path / "d1"), manual_dir=str(manual))
-    lab.write_bytes(testing._png(np.full((8, 16), 7, np.uint8)))
+    lab.write_bytes(testing.encode_png(np.full((8, 16), 7, np.uint8)))
     img = manual / "leftImg8bit" / "train" / "ulm" / "ulm_000000_000019_leftImg8bit.png"
     img.write_bytes(b"\x89PNG truncated")
     with pytest.raises(ValueError, match=r"Corrupt image .*ulm_000000_000019_leftImg8bit\.png"):

@@ -166,7 +166,7 @@ def test_out_of_range_label_names_file_and_value(tmp_path):
     testing.write_voc_sbd(manual, size=(12, 12), **SMALL)
     bad = np.zeros((12, 12), np.uint8)
     bad[3, 4] = 42
-    _rewrite_member(manual, f"{voc.VOC_FOLDER}/SegmentationClass/b1.png", testing._png(bad, palette=True))
+    _rewrite_member(manual, f"{voc.VOC_FOLDER}/SegmentationClass/b1.png", testing.encode_png(bad, palette=True))
     with pytest.raises(ValueError, match=r"SegmentationClass/b1\.png: label value 42"):
         jd.get_dataset("voc2012_segmentation", "val", data_dir=str(tmp_path / "data"), manual_dir=manual)
 

@@ -23,7 +23,8 @@ from jaxseg.data import cityscapes as cs
 from jaxseg.data import voc
 
 
-def _png(arr: np.ndarray, palette: bool = False) -> bytes:
+def encode_png(arr: np.ndarray, palette: bool = False) -> bytes:
+    """PNG bytes of ``arr``; ``palette=True`` writes a palette PNG whose indices are ``arr`` (VOC)."""
     if palette:  # palette PNG whose pixel values are the class indices (as VOC's)
         img = Image.frombytes("P", (arr.shape[1], arr.shape[0]), np.ascontiguousarray(arr, np.uint8).tobytes())
         img.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)])
@@ -108,7 +109,7 @@ def write_voc_sbd(
         vm[f"{vroot}/JPEGImages/{i}.jpg"] = _jpeg(img)
         if i in voc_train or i in voc_val:
             lab = _random_label(rng, h, w, voc.NUM_CLASSES, void=True)
-            vm[f"{vroot}/SegmentationClass/{i}.png"] = _png(lab, palette=True)
+            vm[f"{vroot}/SegmentationClass/{i}.png"] = encode_png(lab, palette=True)
             truth["voc"][i] = lab
         if i in sbd_train or i in sbd_val:
             lab = _random_label(rng, h, w, voc.NUM_CLASSES, void=False)
@@ -166,10 +167,10 @@ def write_cityscapes(
                 inst[y0:y0 + 3, x0:x0 + 3] = lid * 1000 + k
                 k += 1
             img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-            im[f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = _png(img)
-            gm[f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png"] = _png(lab)
-            gm[f"gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png"] = _png(inst.astype(np.uint16))
-            gm[f"gtFine/{split}/{city}/{stem}_gtFine_color.png"] = _png(img)
+            im[f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = encode_png(img)
+            gm[f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png"] = encode_png(lab)
+            gm[f"gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png"] = encode_png(inst.astype(np.uint16))
+            gm[f"gtFine/{split}/{city}/{stem}_gtFine_color.png"] = encode_png(img)
             truth[stem] = {"label_ids": lab, "instance": inst}
     im["README"] = b"Cityscapes test fixture\n"
     if archive:
