@@ -6,6 +6,7 @@ the names and options); ``module.apply(variables, images, train=...)`` maps floa
 with ``logits_stride=True``, ``s = module.feature_stride``; compare them with
 :func:`downsample_labels`). Weights in PyTorch format (torchvision key names, or Caffe ResNet
 names) load with :func:`load_state_dict` and :func:`import_torch_state_dict`.
+:func:`init_variables` initialises a model under jit with cheap-to-compile RngBitGenerator keys.
 """
 
 import jax.numpy as jnp
