@@ -25,17 +25,22 @@ as published (``J[k] - J[k-1]`` in float32) loses most digits of the increments 
 Engineering (the reasons behind the shape of this module):
 
 * One single-operand sort of packed int64 keys per row: the high word orders the errors (the
-  bit pattern of a non-negative float32 orders like its value; void pixels sort last), bit 31 holds
-  ``δ`` and the low 31 bits the pixel index. The sorted errors and ``δ`` are read back from the
-  keys, so the forward pass needs no gather; XLA sorts a single integer operand far faster than
-  an argsort with a payload (and on GPUs with a radix sort).
+  bit pattern of a non-negative float32 orders like its value), bit 31 holds ``δ`` and the low 31
+  bits the pixel index. The sorted errors and ``δ`` are read back from the keys, so the forward
+  pass needs no gather; XLA sorts a single integer operand far faster than an argsort with a
+  payload (and on GPUs with a radix sort).
+* Only pixels that can matter are sorted: void pixels, and pixels outside the ground truth with
+  an error below every ground-truth error, have a zero increment. The others are compacted to the
+  front and the smallest of a few static bucket sizes that holds them is sorted.
 * A custom VJP: the gradient of the extension with respect to ``m`` is ``g`` put back in pixel
   order, computed once in the forward pass (one scatter of unique indices); the backward pass is a
   multiplication, with no second sort and no scatter-add through a gather.
-* Rows are processed with ``lax.map`` + ``lax.switch`` so that a row can be skipped (its value is
-  not wanted, e.g. a class absent under ``classes="present"``) or computed without a sort (a row
-  with no ground truth: the extension is then ``max(m)``, since ``g = (1, 0, ..., 0)``).
-  Under ``vmap`` a switch would compute every branch; the sequential map computes only one.
+* Rows are processed by a ``lax.while_loop`` over the active rows only, with ``lax.cond`` between
+  the sort and a shortcut: a row whose value is not wanted (a class absent under
+  ``classes="present"``) costs nothing, and a row with no ground truth costs ``max(m)`` without a
+  sort (``g = (1, 0, ..., 0)``). Under ``vmap`` a cond would compute both branches.
+  Rows are built on the fly from a compact input by a row function (``extension_over_rows``), so
+  that e.g. Lovász-Softmax never materialises per-class masks.
 * Ties in ``m`` do not change the value (ordering within a tie is any, the value is the same).
 """
 
@@ -54,42 +59,57 @@ SKIP, MAX_ERROR, SORT = 0, 1, 2
 _INDEX_BITS = 31
 
 
-def _sort_rows_by_error(errors, ground_truth, valid):
-  """Sorts one row by decreasing error with a single-operand int64 sort.
+def _bucket_sizes(num_pixels):
+  """Static sort sizes for one row: P, P/4, P/16, ... down to about 2048, ascending."""
+  sizes = [num_pixels]
+  while sizes[-1] > 2048:
+    sizes.append(-(-sizes[-1] // 4))
+  return sizes[::-1]
 
-  Pixels that cannot affect the value or the gradient share one constant key that sorts last:
-  void pixels, and pixels outside the ground truth whose error is below the smallest error of a
-  ground-truth pixel (every ground-truth pixel precedes them, so ``I_k = 0`` and ``g_k = 0``;
-  without ground truth, all but the largest errors).
-  A constant key costs the sort much less than a distinct one, and its index is out of range so
-  that the gradient scatter drops it.
 
-  Returns the sorted errors (float32, 0 where not relevant), δ (int32), a relevance mask (bool)
-  and the pixel index (int32, out of range where not relevant).
+def _sort_relevant(errors, ground_truth, valid):
+  """Sorted keys of the pixels that matter, compacted to the front of one row.
+
+  Keys are int64: the high word orders the errors decreasingly (the bit pattern of a
+  non-negative float32 orders like its value), bit 31 holds δ, the low 31 bits the pixel index.
+  Only *relevant* pixels get a key: void pixels, and pixels outside the ground truth whose error
+  is below the smallest error of a ground-truth pixel, have ``g = 0`` exactly (every ground-truth
+  pixel precedes them, so ``I_k = 0``; without ground truth only the largest errors matter).
+  The relevant keys are compacted to the front (a prefix sum and a scatter), and only the
+  smallest static bucket that holds them is sorted, chosen with ``lax.switch``.
+
+  Returns ``(bucket_index, compacted_keys)``; ``compacted_keys`` is int64 ``[P]`` padded with the
+  largest int64 (which decodes as irrelevant, with an out-of-range index).
   """
   (num_pixels,) = errors.shape
   if num_pixels >= 2**_INDEX_BITS - 1:
     raise ValueError(f"a Lovász row holds at most 2**31 - 2 pixels, got {num_pixels}")
   bits = lax.bitcast_convert_type(errors, jnp.int32)
-  # Non-negative float32 bit patterns order like the values; map -0.0 and negatives to 0.
-  bits = jnp.where(errors > 0, bits, 0)
+  bits = jnp.where(errors > 0, bits, 0)  # -0.0 and negatives count as 0
   positive = ground_truth & valid
-  # Without ground truth only the largest error counts (g = (1, 0, ..., 0)).
   threshold = jnp.where(jnp.any(positive),
                         jnp.min(jnp.where(positive, bits, jnp.iinfo(jnp.int32).max)),
                         jnp.max(jnp.where(valid, bits, 0)))
   relevant = valid & (ground_truth | (bits >= threshold))
-  with jax.enable_x64(True):
-    key = ((-bits).astype(jnp.int64) << 32) | (
-        ground_truth.astype(jnp.int64) << _INDEX_BITS) | jnp.arange(num_pixels, dtype=jnp.int64)
-    key = lax.sort(jnp.where(relevant, key, jnp.iinfo(jnp.int64).max))
-    high_sorted = (key >> 32).astype(jnp.int32)
-    delta = ((key >> _INDEX_BITS) & 1).astype(jnp.int32)
-    index = (key & (2**_INDEX_BITS - 1)).astype(jnp.int32)
-  relevant_sorted = high_sorted <= 0
-  errors_sorted = lax.bitcast_convert_type(jnp.where(relevant_sorted, -high_sorted, 0),
-                                           jnp.float32)
-  return errors_sorted, delta, relevant_sorted, index
+  position = jnp.cumsum(relevant.astype(jnp.int32)) - 1
+  num_relevant = position[-1] + 1
+  key = ((-bits).astype(jnp.int64) << 32) | (
+      ground_truth.astype(jnp.int64) << _INDEX_BITS) | jnp.arange(num_pixels, dtype=jnp.int64)
+  compacted = jnp.full((num_pixels,), jnp.iinfo(jnp.int64).max, jnp.int64).at[
+      jnp.where(relevant, position, num_pixels)].set(key, mode="drop", unique_indices=True)
+  sizes = _bucket_sizes(num_pixels)
+  bucket = sum((num_relevant > size).astype(jnp.int32) for size in sizes[:-1])
+  return bucket, compacted, sizes
+
+
+def _decode(sorted_keys):
+  """Sorted keys -> errors (float32), δ (int32), relevant (bool), pixel index (int32)."""
+  high = (sorted_keys >> 32).astype(jnp.int32)
+  delta = ((sorted_keys >> _INDEX_BITS) & 1).astype(jnp.int32)
+  index = (sorted_keys & (2**_INDEX_BITS - 1)).astype(jnp.int32)
+  relevant = high <= 0
+  errors = lax.bitcast_convert_type(jnp.where(relevant, -high, 0), jnp.float32)
+  return errors, delta, relevant, index
 
 
 def _exclusive_cumsum(x):
@@ -136,21 +156,35 @@ def jaccard_increments(delta, valid, weights=None):
   return jnp.where(union > 0, g, 0.0)
 
 
+def _row_extension(errors, ground_truth, valid, weights, *, with_grad):
+  """Value (and gradient in pixel order) of one row through the bucketed sort."""
+  num_pixels = errors.shape[0]
+  with jax.enable_x64(True):
+    bucket, compacted, sizes = _sort_relevant(errors, ground_truth, valid)
+
+    def branch(size):
+      def run(compacted, weights):
+        sorted_errors, delta, relevant, index = _decode(lax.sort(compacted[:size]))
+        sorted_weights = (None if weights is None else
+                          weights.at[index].get(mode="fill", fill_value=0))
+        g = jaccard_increments(delta, relevant, sorted_weights)
+        value = jnp.dot(sorted_errors, g, precision=lax.Precision.HIGHEST)
+        if not with_grad:
+          return value
+        grad = jnp.zeros((num_pixels,), jnp.float32).at[index].set(
+            g, mode="drop", unique_indices=True)
+        return value, grad
+      return run
+
+    return lax.switch(bucket, [branch(size) for size in sizes], compacted, weights)
+
+
 def _row_sorted(errors, ground_truth, valid, weights):
-  """Value and gradient (pixel order) of one row through the sort."""
-  errors_sorted, delta, valid_sorted, index = _sort_rows_by_error(errors, ground_truth, valid)
-  sorted_weights = None if weights is None else weights.at[index].get(mode="fill", fill_value=0)
-  g = jaccard_increments(delta, valid_sorted, sorted_weights)
-  value = jnp.dot(errors_sorted, g, precision=lax.Precision.HIGHEST)
-  grad = jnp.zeros_like(g).at[index].set(g, unique_indices=True, mode="drop")
-  return value, grad
+  return _row_extension(errors, ground_truth, valid, weights, with_grad=True)
 
 
 def _row_value_sorted(errors, ground_truth, valid, weights):
-  errors_sorted, delta, valid_sorted, index = _sort_rows_by_error(errors, ground_truth, valid)
-  sorted_weights = None if weights is None else weights.at[index].get(mode="fill", fill_value=0)
-  g = jaccard_increments(delta, valid_sorted, sorted_weights)
-  return jnp.dot(errors_sorted, g, precision=lax.Precision.HIGHEST)
+  return _row_extension(errors, ground_truth, valid, weights, with_grad=False)
 
 
 def _row_max_error(errors, ground_truth, valid, weights):
@@ -165,39 +199,74 @@ def _row_max_error(errors, ground_truth, valid, weights):
   return value, grad
 
 
-def _row_skip(errors, ground_truth, valid, weights):
-  del ground_truth, valid, weights
-  # Zeros computed from the input, so that they vary over a shard_map axis like the others.
-  zeros = jnp.where(False, errors, 0.0)
-  return zeros[0], zeros
+def _active_rows_loop(row_fn, x, aux, mode, *, with_grad):
+  """Evaluates the rows whose mode is not ``SKIP``, one at a time, in a ``lax.while_loop``.
 
+  The loop runs exactly as many iterations as there are active rows (skipped rows cost nothing
+  but their zero output); each iteration reads its row with a dynamic slice and writes its value
+  and gradient row in place.
+  """
+  num_rows = x.shape[0]
+  active = mode != SKIP
+  order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active rows first (R is small)
+  num_active = jnp.sum(active.astype(jnp.int32))
+  # Zeros computed from the input, so that they vary over a shard_map axis like the results.
+  grads = jnp.where(False, x, 0.0).astype(jnp.float32) if with_grad else None
+  values = jnp.where(False, x[:, 0], 0.0).astype(jnp.float32)
 
-def _map_rows(row_fns, errors, ground_truth, valid, weights, mode):
-  """Runs ``row_fns[mode[r]]`` on every row ``r`` sequentially (only the taken branch runs)."""
-  if weights is None:
-    fns = [functools.partial(lambda e, gt, v, fn: fn(e, gt, v, None), fn=fn) for fn in row_fns]
-    return lax.map(lambda a: lax.switch(a[3], fns, *a[:3]), (errors, ground_truth, valid, mode))
-  return lax.map(lambda a: lax.switch(a[4], row_fns, *a[:4]),
-                 (errors, ground_truth, valid, weights, mode))
+  def body(state):
+    i, values, grads = state
+    r = order[i]
+    errors, ground_truth, valid, weights, derivative = row_fn(x, aux, r)
+    if with_grad:
+      value, grad = lax.cond(mode[r] == SORT, _row_sorted, _row_max_error,
+                             errors, ground_truth, valid, weights)
+      if derivative is not None:
+        grad = grad * derivative
+      grads = lax.dynamic_update_slice(grads, grad[None].astype(jnp.float32), (r, 0))
+    else:
+      value = lax.cond(mode[r] == SORT, _row_value_sorted, lambda *a: _row_max_error(*a)[0],
+                       errors, ground_truth, valid, weights)
+    return i + 1, values.at[r].set(value), grads
 
-
-@jax.custom_vjp
-def _rows(errors, ground_truth, valid, weights, mode):
-  value_fns = [lambda *a: _row_skip(*a)[0], lambda *a: _row_max_error(*a)[0], _row_value_sorted]
-  return _map_rows(value_fns, errors, ground_truth, valid, weights, mode)
-
-
-def _rows_fwd(errors, ground_truth, valid, weights, mode):
-  values, grads = _map_rows([_row_skip, _row_max_error, _row_sorted], errors, ground_truth,
-                            valid, weights, mode)
+  _, values, grads = lax.while_loop(lambda state: state[0] < num_active, body,
+                                    (jnp.int32(0), values, grads))
+  del num_rows
   return values, grads
 
 
-def _rows_bwd(grads, cotangent):
-  return cotangent[:, None] * grads, None, None, None, None
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def extension_over_rows(row_fn, x, aux, mode):
+  """Lovász extensions of the rows of ``x`` ``[R, P]`` as described by ``row_fn`` and ``mode``.
+
+  ``row_fn(x, aux, r) -> (errors, ground_truth, valid, weights, derivative)`` builds row ``r``'s
+  inputs (``[P]`` each; ``weights`` and ``derivative`` may be None), where ``derivative`` is
+  ``d errors / d x[r]`` elementwise (None for the identity). ``mode[r]`` is ``SKIP`` (value 0, no
+  work), ``MAX_ERROR`` (no ground truth: ``max(m)`` without a sort) or ``SORT``.
+
+  Returns ``[R]`` float32 values, differentiable with respect to ``x`` (the gradient of each row
+  is its increments in pixel order times ``derivative``, computed in the forward pass).
+  """
+  values, _ = _active_rows_loop(row_fn, x, aux, mode, with_grad=False)
+  return values
 
 
-_rows.defvjp(_rows_fwd, _rows_bwd)
+def _extension_over_rows_fwd(row_fn, x, aux, mode):
+  values, grads = _active_rows_loop(row_fn, x, aux, mode, with_grad=True)
+  return values, grads
+
+
+def _extension_over_rows_bwd(row_fn, grads, cotangent):
+  del row_fn
+  return cotangent[:, None] * grads, None, None
+
+
+extension_over_rows.defvjp(_extension_over_rows_fwd, _extension_over_rows_bwd)
+
+
+def _plain_row(x, aux, r):
+  ground_truth, valid, weights = aux
+  return x[r], ground_truth[r], valid[r], None if weights is None else weights[r], None
 
 
 def lovasz_extension_rows(errors, ground_truth, valid, mode, weights=None):
@@ -217,8 +286,9 @@ def lovasz_extension_rows(errors, ground_truth, valid, mode, weights=None):
   errors = errors.astype(jnp.float32)
   if weights is not None:
     weights = lax.stop_gradient(weights.astype(jnp.float32))
-  return _rows(errors, ground_truth.astype(bool), valid.astype(bool), weights,
-               mode.astype(jnp.int32))
+  return extension_over_rows(_plain_row, errors,
+                             (ground_truth.astype(bool), valid.astype(bool), weights),
+                             mode.astype(jnp.int32))
 
 
 def lovasz_extension(errors, ground_truth, *, valid=None, weights=None):

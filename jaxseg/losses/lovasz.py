@@ -19,6 +19,7 @@ float32 accumulation whatever the input dtype.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -119,29 +120,33 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
   probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
   batch = labels.shape[0]
   probs = probs.reshape(batch, -1, num_classes)
-  labels = labels.reshape(batch, -1)
-  valid = labels != ignore_index
-  # Class-major rows: [C, B*P] batch-level, [B, C, P] per image.
-  if per_image:
-    probs_rows = jnp.swapaxes(probs, 1, 2)                          # [B, C, P]
-    labels_rows, valid_rows = labels[:, None, :], valid[:, None, :]
-  else:
-    probs_rows = probs.reshape(-1, num_classes).T                   # [C, B*P]
-    labels_rows, valid_rows = labels.reshape(1, -1), valid.reshape(1, -1)
-  class_ids = jnp.arange(num_classes).reshape(num_classes, 1)
-  foreground = labels_rows == class_ids                              # [(B,) C, P]
-  errors = jnp.abs(foreground.astype(jnp.float32) - probs_rows)
-  present = jnp.any(foreground & valid_rows, axis=-1)                # [(B,) C]
+  labels = labels.reshape(batch, -1).astype(jnp.int32)
+  if per_image:  # rows (image, class), each over the pixels of its image
+    rows = jnp.swapaxes(probs, 1, 2).reshape(batch * num_classes, -1)
+    row_labels = labels
+  else:  # rows = classes, each over every pixel of the batch
+    rows = probs.reshape(-1, num_classes).T
+    row_labels = labels.reshape(1, -1)
+  valid = row_labels != ignore_index                                          # [G, P]
+  present = jnp.any((row_labels[:, :, None] == jnp.arange(num_classes)) & valid[:, :, None],
+                    axis=1)                                                    # [G, C]
   selected = _class_selection(classes, num_classes, present)
-  has_valid = jnp.any(valid_rows, axis=-1)                           # [(B,) 1]
+  has_valid = jnp.any(valid, axis=-1, keepdims=True)                          # [G, 1]
   mode = jnp.where(selected & has_valid,
                    jnp.where(present, extension.SORT, extension.MAX_ERROR), extension.SKIP)
-  valid_full = jnp.broadcast_to(valid_rows, errors.shape)
-  values = extension.lovasz_extension_rows(
-      errors.reshape(-1, errors.shape[-1]), foreground.reshape(-1, errors.shape[-1]),
-      valid_full.reshape(-1, errors.shape[-1]), mode.reshape(-1)).reshape(mode.shape)
-  losses = _weighted_mean(values, selected & has_valid, class_weights)
-  return jnp.mean(losses) if per_image else losses
+  row_fn = functools.partial(_softmax_row, num_classes=num_classes, ignore_index=ignore_index)
+  values = extension.extension_over_rows(row_fn, rows, row_labels, mode.reshape(-1))
+  losses = _weighted_mean(values.reshape(mode.shape), selected & has_valid, class_weights)
+  return jnp.mean(losses)
+
+
+def _softmax_row(probs_rows, labels, r, *, num_classes, ignore_index):
+  """Row ``r`` = (image ``r // C``, class ``r % C``): errors ``|[y = c] - f(c)|`` and their sign."""
+  image_labels = labels[r // num_classes]
+  foreground = image_labels == r % num_classes
+  p = probs_rows[r]
+  target = foreground.astype(jnp.float32)
+  return jnp.abs(target - p), foreground, image_labels != ignore_index, None, jnp.sign(p - target)
 
 
 def _hinge_errors(margins, variant):
