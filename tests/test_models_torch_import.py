@@ -66,7 +66,7 @@ class TBasic(tnn.Module):
 class TResNet(tnn.Module):
     """torchvision.models.ResNet's layout and names; DeepLab dilation (whole stage dilated)."""
 
-    def __init__(self, block, sizes, base=64, output_stride=32, stride_in_1x1=False):
+    def __init__(self, block, sizes, base=64, output_stride=32, stride_in_1x1=False, multi_grid=None):
         super().__init__()
         self.conv1 = tnn.Conv2d(3, base, 7, stride=2, padding=3, bias=False)
         self.bn1 = tnn.BatchNorm2d(base)
@@ -87,7 +87,8 @@ class TResNet(tnn.Module):
                 if j == 0 and (stride != 1 or inplanes != planes * block.expansion):
                     ds = tnn.Sequential(tnn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                                         tnn.BatchNorm2d(planes * block.expansion))
-                blocks.append(block(inplanes, planes, stride, dils[i], ds, stride_in_1x1))
+                dil = dils[i] * (multi_grid[j % len(multi_grid)] if (i == 3 and multi_grid) else 1)
+                blocks.append(block(inplanes, planes, stride, dil, ds, stride_in_1x1))
                 inplanes = planes * block.expansion
             setattr(self, f"layer{i + 1}", tnn.Sequential(*blocks))
         self.fc = tnn.Linear(inplanes, 10)
@@ -124,21 +125,23 @@ def run_flax(module, variables, x, **kw):
 
 
 CONFIGS = [
-    # (block, sizes, output stride, stride_in_1x1)
-    ("bottleneck", (2, 1, 1, 2), 32, False),
-    ("bottleneck", (1, 1, 2, 1), 8, True),
-    ("basic", (1, 2, 1, 1), 16, False),
+    # (block, sizes, output stride, stride_in_1x1, multi_grid)
+    ("bottleneck", (2, 1, 1, 2), 32, False, None),
+    ("bottleneck", (1, 1, 2, 1), 8, True, None),
+    ("basic", (1, 2, 1, 3), 16, False, (1, 2, 4)),
 ]
 
 
-@pytest.mark.parametrize("block,sizes,os_,in1x1", CONFIGS)
-def test_resnet_import_matches_pytorch(block, sizes, os_, in1x1):
+@pytest.mark.parametrize("block,sizes,os_,in1x1,mg", CONFIGS)
+def test_resnet_import_matches_pytorch(block, sizes, os_, in1x1, mg):
     base = 8
-    tmodel = randomize(TResNet(TBottleneck if block == "bottleneck" else TBasic, sizes, base, os_, in1x1), seed=len(sizes) + os_)
+    tcls = TBottleneck if block == "bottleneck" else TBasic
+    tmodel = randomize(TResNet(tcls, sizes, base, os_, in1x1, mg), seed=len(sizes) + os_)
     x = np.random.default_rng(0).standard_normal((2, 37, 45, 3)).astype(np.float32)
     with torch.no_grad():
         ref = tmodel(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-    fmodel = ResNet(stage_sizes=sizes, block=block, width=base / 64, output_stride=os_, stride_in_1x1=in1x1)
+    fmodel = ResNet(stage_sizes=sizes, block=block, width=base / 64, output_stride=os_, stride_in_1x1=in1x1,
+                    multi_grid=mg)
     variables, report = import_torch_state_dict(
         flax_structure(fmodel, (1, 37, 45, 3)), tmodel.state_dict(), return_report=True)
     assert report["missing"] == [] and report["unused"] == ["fc.weight", "fc.bias"]
