@@ -77,8 +77,7 @@ def perturb_logits(
     Per image: ``T`` log-uniform in ``temperature_range``, ``σ``, ``β`` and ``λ`` uniform in their
     ranges; ``F' = ((1 - λ) F + λ F_other + β onehot(y)) / T + σ ε`` with ``F_other`` the batch
     rolled by a random non-zero shift and ``ε`` unit-variance logistic noise (void pixels get no
-    ``β`` shift). A range ``(0, 0)`` switches a perturbation
-    off (``(1, 1)`` for the temperature).
+    ``β`` shift). A range ``(0, 0)`` switches a perturbation off (``(1, 1)`` for the temperature).
     """
     logits = logits.astype(jnp.float32)
     batch, num_classes = logits.shape[0], logits.shape[-1]
