@@ -49,15 +49,15 @@ def test_cosine_constant_piecewise_schedules():
   g = optim.create_learning_rate_schedule({"name": "constant", "base_lr": 0.3}, 10)
   assert float(g(7)) == pytest.approx(0.3)
   h = optim.create_learning_rate_schedule(
-      {"name": "piecewise", "boundaries": [5], "values": [5e-4, 1e-4]}, 10)
+      {"name": "piecewise", "boundaries": [5], "learning_rates": [5e-4, 1e-4]}, 10)
   assert [float(h(k)) for k in (0, 4, 5, 9)] == pytest.approx([5e-4, 5e-4, 1e-4, 1e-4])
 
 
 def test_bad_schedule_and_optimizer_names():
   with pytest.raises(ValueError, match="schedule"):
     optim.create_learning_rate_schedule({"name": "step"}, 10)
-  with pytest.raises(ValueError, match="len\\(values\\)"):
-    optim.create_learning_rate_schedule({"name": "piecewise", "boundaries": [1], "values": [1]},
+  with pytest.raises(ValueError, match="len\\(learning_rates\\)"):
+    optim.create_learning_rate_schedule({"name": "piecewise", "boundaries": [1], "learning_rates": [1]},
                                         10)
   with pytest.raises(ValueError, match="optimizer"):
     optim.create_optimizer({"name": "lamb"}, lambda s: 0.1, _params())

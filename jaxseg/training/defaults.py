@@ -10,9 +10,11 @@ command line (``--config.num_train_steps=100``); misspelt fields are rejected by
 * ``loss``: a ``jaxseg.losses.build_loss`` entry; ``global_lovasz_impl``: ``'plain'`` (the loss
   as is, XLA gathers the errors) or ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`,
   batch-level Lovász-Softmax with the classes spread over the devices);
+* ``class_weighting``: ``''`` or ``'enet'`` (class weights ``1 / ln(1.02 + p_c)`` from the training
+  split, given to the losses that take ``class_weights``);
 * ``data``: the data config of ``jaxseg.data.default_data_config``; ``batch_size`` (global),
   ``eval_batch_size``;
-* ``num_train_steps``; ``optim`` (:func:`jaxseg.training.optim.create_optimizer`); ``schedule``
+* ``num_train_steps``; ``steps_per_epoch`` (for ``schedule.boundaries_epochs``); ``optim`` (:func:`jaxseg.training.optim.create_optimizer`); ``schedule``
   (:func:`jaxseg.training.optim.create_learning_rate_schedule`); ``freeze_batch_stats``;
 * ``log_every_steps``, ``eval_every_steps`` (0: only at the end), ``checkpoint_every_steps``,
   ``keep_checkpoints``, ``async_checkpoints``;
@@ -43,6 +45,7 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.binary_class = -1
   c.loss = ml_collections.ConfigDict({"name": "lovasz_softmax", "kwargs": {}})
   c.global_lovasz_impl = "plain"
+  c.class_weighting = ""
   c.data = data
   c.batch_size = 8
   c.eval_batch_size = 8
@@ -54,8 +57,9 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   })
   c.schedule = ml_collections.ConfigDict({
       "name": "poly", "base_lr": 0.01, "warmup_steps": 0, "power": 0.9, "end_lr": 0.0,
-      "boundaries": [], "values": [],
+      "boundaries": [], "boundaries_epochs": [], "learning_rates": [],
   })
+  c.steps_per_epoch = -1
   c.freeze_batch_stats = False
   c.log_every_steps = 50
   c.eval_every_steps = 0

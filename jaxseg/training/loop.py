@@ -133,8 +133,10 @@ def _lovasz_all_to_all_kwargs(loss_config) -> Optional[dict]:
   return kwargs
 
 
-def create_loss(config, mesh) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """The training loss ``loss(logits, labels) -> scalar`` of ``config.loss``."""
+def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax.Array],
+                                                                jax.Array]:
+  """The training loss ``loss(logits, labels) -> scalar`` of ``config.loss`` (class weights from
+  the data with ``config.class_weighting``; one-logit models get scores ``[B, H, W]``)."""
   from jaxseg.losses import build_loss  # pylint: disable=g-import-not-at-top
   impl = config.get("global_lovasz_impl", "plain")
   if impl not in ("plain", "all_to_all"):
@@ -147,10 +149,45 @@ def create_loss(config, mesh) -> Callable[[jax.Array, jax.Array], jax.Array]:
     from jaxseg.training.sharded_lovasz import lovasz_softmax_all_to_all  # pylint: disable=g-import-not-at-top
     kwargs.setdefault("ignore_index", int(config.get("ignore_index", 255)))
     return lambda logits, labels: lovasz_softmax_all_to_all(logits, labels, mesh=mesh, **kwargs)
+  loss_config = _to_dict(config.loss)
+  weighting = config.get("class_weighting", "")
+  if weighting:
+    loss_config = _with_class_weights(loss_config, class_weights_from_data(config, weighting))
   try:
-    return build_loss(config.loss)
+    loss_fn = build_loss(loss_config)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.loss is invalid: {e}") from e
+  if num_classes == 1:
+    # One-logit (binary) models: the binary losses take scores [B, H, W].
+    return lambda logits, labels: loss_fn(logits[..., 0], labels)
+  return loss_fn
+
+
+def class_weights_from_data(config, weighting: str) -> list[float]:
+  """Per-class loss weights from the training split's pixel frequencies ``p_c``.
+
+  ``"enet"``: ``w_c = 1 / ln(1.02 + p_c)`` (Paszke et al. 2016, the weighted cross-entropy the
+  Cityscapes ENet of the Lovász-Softmax paper was first trained with).
+  """
+  if weighting != "enet":
+    raise ConfigError(f"config.class_weighting must be '' or 'enet', got {weighting!r}.")
+  from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxseg.losses.classic import enet_class_weights  # pylint: disable=g-import-not-at-top
+  d = config.data
+  stats = data_lib.split_statistics(d.name, d.train_split, data_dir=d.get("data_dir", None),
+                                    manual_dir=d.get("manual_dir", None),
+                                    **_to_dict(d.get("options", {})))
+  return [float(w) for w in enet_class_weights(stats.class_frequencies)]
+
+
+def _with_class_weights(entry: dict, weights: list[float]) -> dict:
+  entry = json.loads(json.dumps(entry))
+  targets = entry["terms"] if "terms" in entry else [entry]
+  for t in targets:
+    if t.get("name") in ("cross_entropy", "focal", "lovasz_softmax", "soft_dice", "tversky",
+                         "soft_jaccard"):
+      t.setdefault("kwargs", {})["class_weights"] = weights
+  return entry
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +217,8 @@ def transfer_weights(target: dict, source: dict, *, reinit_pattern: str = "",
 
   def pick(path, leaf):
     name = optim_lib.path_to_str(path)
-    if reinit is not None and reinit.search(name):
+    local = name.split("/", 1)[1] if "/" in name else name  # without "params/" / "batch_stats/"
+    if reinit is not None and reinit.search(local):
       stats["reinitialised"] += 1
       return leaf
     if name not in src:
@@ -188,7 +226,7 @@ def transfer_weights(target: dict, source: dict, *, reinit_pattern: str = "",
           f"init_from: the source has no weight {name!r} (shape {tuple(leaf.shape)}); set "
           f"config.init_from.reinit_pattern to initialise it afresh.")
     value = np.asarray(src[name])
-    if head_re is not None and head_re.search(name) and value.shape != leaf.shape:
+    if head_re is not None and head_re.search(local) and value.shape != leaf.shape:
       c, bg = int(binary_head["class_index"]), int(binary_head["background_index"])
       if leaf.shape[-1] != 1 or value.shape[:-1] != leaf.shape[:-1] or \
           not (0 <= c < value.shape[-1] and 0 <= bg < value.shape[-1]):
@@ -228,9 +266,17 @@ def initial_variables(config, model, rng, mesh) -> dict:
     path = init.torch_weights
     if not os.path.exists(path):
       raise FileNotFoundError(f"config.init_from.torch_weights: no file at {path}.")
-    source = models.import_torch_state_dict(path, jax.device_get(variables),
-                                            **_to_dict(init.get("torch_options", {})))
-    origin = f"PyTorch weights {path}"
+    try:
+      new = models.import_torch_state_dict(jax.device_get(variables), path,
+                                           **_to_dict(init.get("torch_options", {})))
+    except ValueError as e:
+      raise ckpt_lib.IncompatibleCheckpointError(
+          f"config.init_from.torch_weights={path!r} does not fit model "
+          f"{config.model.name!r}: {e}") from e
+    new = {"params": new["params"], "batch_stats": new.get("batch_stats", {}) or {}}
+    if jax.process_index() == 0:
+      print(f"Initialised from the PyTorch weights {path}.", flush=True)
+    return jax.device_put(new, rep)
   if source is None:
     return variables
   bh = init.get("binary_head", None)
@@ -248,9 +294,16 @@ def initial_variables(config, model, rng, mesh) -> dict:
 
 def create_train_state(config, model, mesh, learning_rate_fn, rng) -> TrainState:
   """The replicated train state: fresh or ``init_from`` variables, optax chain, base key."""
-  init_rng, state_rng = jax.random.split(rng)
+  # Parameters are drawn with the "rbg" generator (XLA's RngBitGenerator): compiling the init of a
+  # deep model with threefry costs several times longer on CPU (14 s against 3 s for unet_small).
+  seed = jax.random.randint(rng, (), 0, 2**31 - 1)
+  init_rng = jax.random.key(int(seed), impl="rbg")
+  state_rng = jax.random.fold_in(rng, 1)
   variables = initial_variables(config, model, init_rng, mesh)
-  tx = optim_lib.create_optimizer(config.optim, learning_rate_fn, variables["params"])
+  try:
+    tx = optim_lib.create_optimizer(config.optim, learning_rate_fn, variables["params"])
+  except ValueError as e:
+    raise ConfigError(f"config.optim: {e}") from e
   rep = mesh_lib.replicated(mesh)
 
   def make(variables, key):
@@ -340,9 +393,12 @@ class Run:
     self.class_names = class_names_of(config, self.info, self.eval_classes)
     self.label_fn = label_fn_of(config, self.ignore_index)
     self.model = create_model(config, self.num_classes)
-    self.loss_fn = create_loss(config, self.mesh)
-    self.lr_fn = optim_lib.create_learning_rate_schedule(config.schedule,
-                                                         config.num_train_steps)
+    self.loss_fn = create_loss(config, self.mesh, self.num_classes)
+    try:
+      self.lr_fn = optim_lib.create_learning_rate_schedule(
+          config.schedule, config.num_train_steps, int(config.get("steps_per_epoch", -1)))
+    except ValueError as e:
+      raise ConfigError(f"config.schedule: {e}") from e
     self.local_batch = mesh_lib.check_global_batch_size(config.batch_size, self.mesh)
     self.eval_batch_size = int(config.get("eval_batch_size", config.batch_size))
     mesh_lib.check_global_batch_size(self.eval_batch_size, self.mesh)

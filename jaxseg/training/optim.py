@@ -11,7 +11,7 @@
   everything.
 * **Schedules**: ``poly`` ``lr_k = base (1 - k / K)^power`` (DeepLab's "poly", power 0.9),
   ``cosine`` ``lr_k = end + (base - end) (1 + cos(pi k / K)) / 2``, ``constant``, and
-  ``piecewise`` (``boundaries`` / ``values``: e.g. 5e-4 then 1e-4 after one epoch), each with an
+  ``piecewise`` (``boundaries`` / ``learning_rates``: e.g. 5e-4 then 1e-4 after one epoch), each with an
   optional linear warmup from 0 over ``warmup_steps``. ``K`` is ``config.num_train_steps``.
 * **Per-parameter-group learning-rate multipliers**: ``param_groups`` is a list of
   ``{"pattern": regex, "lr_mult": float}``; a parameter takes the multiplier of the first pattern
@@ -44,12 +44,14 @@ def _get(cfg: Any, name: str, default: Any = None) -> Any:
   return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
 
 
-def create_learning_rate_schedule(schedule_config: Any, num_train_steps: int) -> optax.Schedule:
+def create_learning_rate_schedule(schedule_config: Any, num_train_steps: int,
+                                  steps_per_epoch: int = -1) -> optax.Schedule:
   """Builds the learning-rate schedule ``step -> lr`` described by ``schedule_config``.
 
   Fields: ``name`` (one of ``SCHEDULES``), ``base_lr``, ``warmup_steps`` (linear ramp from 0),
   ``power`` (poly, default 0.9), ``end_lr`` (poly / cosine floor, default 0), and for
-  ``piecewise`` ``boundaries`` (steps) and ``values`` (``len(boundaries) + 1`` learning rates).
+  ``piecewise`` ``boundaries`` (steps) or ``boundaries_epochs`` (epochs, times
+  ``steps_per_epoch``) and ``learning_rates`` (``len(boundaries) + 1`` values).
   """
   name = _get(schedule_config, "name", "constant")
   if name not in SCHEDULES:
@@ -79,11 +81,18 @@ def create_learning_rate_schedule(schedule_config: Any, num_train_steps: int) ->
       frac = jnp.clip(step / decay_steps, 0.0, 1.0)
       return end_lr + (base_lr - end_lr) * 0.5 * (1.0 + jnp.cos(math.pi * frac))
   else:  # piecewise
-    boundaries = [int(b) for b in _get(schedule_config, "boundaries", ())]
-    values = [float(v) for v in _get(schedule_config, "values", ())]
+    boundaries = [int(b) for b in _get(schedule_config, "boundaries", ()) or ()]
+    epochs = [float(e) for e in _get(schedule_config, "boundaries_epochs", ()) or ()]
+    if epochs:
+      if boundaries:
+        raise ValueError("give the piecewise schedule boundaries or boundaries_epochs, not both.")
+      if steps_per_epoch <= 0:
+        raise ValueError("schedule.boundaries_epochs needs config.steps_per_epoch > 0.")
+      boundaries = [int(round(e * steps_per_epoch)) for e in epochs]
+    values = [float(v) for v in _get(schedule_config, "learning_rates", ()) or ()]
     if len(values) != len(boundaries) + 1:
-      raise ValueError(f"piecewise schedule needs len(values) == len(boundaries) + 1, got "
-                       f"boundaries={boundaries}, values={values}.")
+      raise ValueError(f"piecewise schedule needs len(learning_rates) == len(boundaries) + 1, got "
+                       f"boundaries={boundaries}, learning_rates={values}.")
     if sorted(boundaries) != boundaries:
       raise ValueError(f"piecewise schedule boundaries must increase, got {boundaries}.")
 

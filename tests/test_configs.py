@@ -1,0 +1,228 @@
+"""Every training config of this project (``configs/*.py``, the trainer's own) loads, and runs a
+couple of steps, end to end, on tiny data in the official layouts with tiny crops.
+
+The experiment's structure is kept (loss, optimiser, schedule, parameter groups, frozen
+BatchNorm, loss at the feature stride, equibatch, class weighting, multi-scale evaluation,
+fine-tuning from another run's checkpoint, the binary head); only the sizes shrink: the
+ResNet-101 / ENet models are swapped for their registered small variants, crops and batches are
+tiny, and runs are 2 steps. Fine-tuning configs start from the checkpoints of the tiny runs of
+the configs they follow (binary Lovász hinge from the 21-class cross-entropy run, ENet Lovász
+from the weighted cross-entropy run).
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxseg.data import testing
+from jaxseg.training import checkpoint as ckpt_lib
+from jaxseg.training import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ["default", "voc_deeplabv2_ce", "voc_deeplabv2_ce_equibatch", "voc_deeplabv2_lovasz",
+           "voc_deeplabv2_lovasz_equibatch", "voc_binary_lovasz_hinge",
+           "cityscapes_enet_weighted_ce", "cityscapes_enet_lovasz", "voc_deeplabv3plus_lovasz",
+           "cityscapes_deeplabv3plus_lovasz"]
+SMALL = {"deeplabv2_resnet101": "deeplabv2_resnet18_small",
+         "deeplabv3plus_resnet101": "deeplabv3plus_resnet18_small", "enet": "enet_small",
+         "unet_small": "unet_small"}
+
+
+def load(name, arg=None):
+  spec = importlib.util.spec_from_file_location(f"cfg_{name}",
+                                                os.path.join(ROOT, "configs", name + ".py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Runs compile the same programs again (resumed runs, configs that differ only in their data):
+  share them through JAX's persistent cache, one directory for the whole test session."""
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,
+         jax.config.jax_persistent_cache_min_entry_size_bytes)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jit_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  cc.reset_cache()  # the cache is set up once per process: make it see the new directory
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", old[2])
+  cc.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+  root = tmp_path_factory.mktemp("data")
+  voc_manual = str(root / "voc_manual")
+  testing.write_voc_sbd(voc_manual, size=(40, 44), archive=False,
+                        voc_train=["2007_000032", "2007_000039", "2008_000002", "2008_000003"],
+                        voc_val=["2007_000033", "2007_000042"],
+                        sbd_train=["2008_000010", "2008_000011"], sbd_val=["2008_000012"])
+  cs_manual = str(root / "cs_manual")
+  testing.write_cityscapes(cs_manual, size=(16, 32), archive=False, frames={
+      "train": ["aachen_000000_000019", "aachen_000001_000019"],
+      "val": ["frankfurt_000000_000294", "lindau_000000_000019"],
+      "test": ["berlin_000000_000019"]})
+  return {"voc2012_segmentation": (voc_manual, str(root / "voc_data")),
+          "cityscapes": (cs_manual, str(root / "cs_data"))}
+
+
+def shrink(c, datasets, workdir_of=None):
+  """Tiny sizes for a config, keeping its structure."""
+  c.model.name = SMALL[c.model.name]
+  name = c.data.name
+  if name in datasets:
+    c.data.manual_dir, c.data.data_dir = datasets[name]
+    if name == "cityscapes":
+      c.data.crop_size = (8, 16)
+      c.data.eval_pad_size = (16, 32)
+    else:
+      c.data.crop_size = (33, 33)
+      c.data.eval_pad_size = (40, 44)
+  else:  # shapes
+    c.data.crop_size = (16, 16)
+    c.data.options = {"image_size": 16, "num_train": 8, "num_validation": 4, "seed": 0}
+  c.batch_size = 2
+  c.eval_batch_size = 2
+  c.num_train_steps = 2
+  c.log_every_steps = 1
+  c.eval_every_steps = 0
+  c.checkpoint_every_steps = 2
+  c.eval.max_batches = 1
+  c.progress_bar = False
+  c.tensorboard = False
+  c.figures = False
+  if c.schedule.get("warmup_steps", 0):
+    c.schedule.warmup_steps = 1
+  return c
+
+
+def test_every_config_loads_with_the_contract_fields():
+  for name in CONFIGS:
+    c = load(name)
+    for field in loop.REQUIRED_FIELDS + ("eval", "init_from", "distributed"):
+      assert field in c, (name, field)
+    for field in ("name", "train_split", "eval_split", "crop_size", "scale_range", "flip", "mean",
+                  "std", "eval_pad_size", "equibatch", "options"):
+      assert field in c.data, (name, field)
+    loop.validate_config(c)
+
+
+def test_paper_recipe_fields():
+  c = load("voc_deeplabv2_lovasz")
+  assert (c.batch_size, c.data.crop_size, c.num_train_steps) == (10, (321, 321), 20000)
+  assert (c.optim.name, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.9, 5e-4)
+  assert (c.schedule.name, c.schedule.base_lr, c.schedule.power) == ("poly", 2.5e-4, 0.9)
+  assert c.model.options.frozen_batchnorm and c.model.options.logits_stride
+  assert c.loss.name == "lovasz_softmax" and not c.loss.kwargs.per_image
+  assert c.eval.scales == (1.0, 0.75, 0.5)
+  assert load("voc_deeplabv2_lovasz_equibatch").num_train_steps == 30000
+  assert load("voc_deeplabv2_lovasz_equibatch").data.equibatch
+  assert load("voc_deeplabv2_ce").loss.name == "cross_entropy"
+  enet = load("cityscapes_enet_lovasz")
+  assert (enet.optim.name, enet.schedule.base_lr, enet.batch_size) == ("adam", 2.5e-4, 10)
+  assert (enet.num_train_steps, enet.eval_every_steps, enet.checkpoint_every_steps) == (
+      10000, 1000, 1000)
+  b = load("voc_binary_lovasz_hinge", "7")
+  assert (b.binary_class, b.num_classes, b.init_from.binary_head.class_index) == (7, 1, 7)
+  b.steps_per_epoch = 40
+  assert b.num_train_steps == 80  # two epochs follow steps_per_epoch
+  assert list(b.schedule.learning_rates) == [5e-4, 1e-4]
+
+
+@pytest.fixture(scope="module")
+def runs(datasets, tmp_path_factory):
+  return {"dirs": {}, "summaries": {}, "tmp": tmp_path_factory}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_runs_a_few_steps(name, runs, datasets):
+  tmp = runs["tmp"]
+  if name == "voc_binary_lovasz_hinge":
+    c = shrink(load(name, "15"), datasets)
+    c.steps_per_epoch = 1
+    c.init_from.checkpoint = runs["dirs"]["voc_deeplabv2_ce"]
+  else:
+    c = shrink(load(name), datasets)
+  if name == "cityscapes_enet_lovasz":
+    c.init_from.checkpoint = runs["dirs"]["cityscapes_enet_weighted_ce"]
+  workdir = str(tmp.mktemp(name))
+  summary = loop.train_and_evaluate(c, workdir)
+  runs["dirs"][name] = workdir
+  assert summary["step"] == 2
+  assert 0.0 <= summary["pixel_accuracy"] <= 1.0
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(l) for l in f]
+  train = [r for r in records if r["split"] == "train"]
+  assert [r["step"] for r in train] == [1, 2]
+  assert all(np.isfinite(r["loss"]) for r in train)
+  tree, step = ckpt_lib.restore_raw(workdir)
+  assert step == 2
+  if name == "voc_binary_lovasz_hinge":
+    # One-logit head = class 15's classifier minus the background's (the source's step 2).
+    src, _ = ckpt_lib.restore_raw(runs["dirs"]["voc_deeplabv2_ce"])
+    assert tree["params"]["aspp_0"]["kernel"].shape[-1] == 1
+    first, _ = ckpt_lib.restore_raw(workdir, step=2)
+    assert set(summary["per_class_iou"]) == {"not person", "person"}
+    k_src = src["params"]["aspp_0"]["kernel"]
+    assert np.abs(k_src[..., 15:16] - k_src[..., :1]).max() > 0
+  if name == "voc_deeplabv2_ce":
+    # Frozen BatchNorm: statistics and affine parameters unchanged; the head moved.
+    fresh = jax.tree.leaves(tree["batch_stats"])
+    assert fresh and all(np.isfinite(x).all() for x in fresh)
+
+
+def test_binary_head_initialisation_is_class_minus_background():
+  from jaxseg.training.loop import transfer_weights
+  rng = np.random.default_rng(0)
+  src = {"params": {"aspp_0": {"kernel": rng.normal(size=(3, 3, 4, 21)), "bias": rng.normal(size=21)},
+                    "backbone": {"w": rng.normal(size=(2, 2))}}, "batch_stats": {}}
+  tgt = {"params": {"aspp_0": {"kernel": np.zeros((3, 3, 4, 1), np.float32),
+                               "bias": np.zeros(1, np.float32)},
+                    "backbone": {"w": np.zeros((2, 2), np.float32)}}, "batch_stats": {}}
+  new, stats = transfer_weights(tgt, src, binary_head={"pattern": r"^aspp_\d+/",
+                                                       "class_index": 15, "background_index": 0})
+  np.testing.assert_allclose(new["params"]["aspp_0"]["kernel"][..., 0],
+                             src["params"]["aspp_0"]["kernel"][..., 15]
+                             - src["params"]["aspp_0"]["kernel"][..., 0], rtol=1e-6)
+  np.testing.assert_allclose(new["params"]["aspp_0"]["bias"][0],
+                             src["params"]["aspp_0"]["bias"][15] - src["params"]["aspp_0"]["bias"][0],
+                             rtol=1e-6)
+  np.testing.assert_allclose(new["params"]["backbone"]["w"], src["params"]["backbone"]["w"],
+                             rtol=1e-6)
+  assert stats == {"copied": 1, "reinitialised": 0, "binary_head": 2}
+  with pytest.raises(ckpt_lib.IncompatibleCheckpointError, match="reinit_pattern"):
+    transfer_weights(tgt, src)
+
+
+def test_cli_wrong_field_and_eval_mode(runs):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  bad = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--workdir", "/nonexistent",
+                        "--config.num_train_stepz=3"], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+  assert bad.returncode != 0
+  assert "num_train_stepz" in bad.stderr
+  workdir = runs["dirs"].get("default")
+  if workdir is None:
+    pytest.skip("the default config's run did not happen")
+  ok = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "train.py"), "--mode=eval", "--workdir", workdir,
+       "--config.model.name=unet_small", "--config.data.crop_size=(16, 16)",
+       "--config.data.options.image_size=16", "--config.data.options.num_train=8",
+       "--config.data.options.num_validation=4", "--config.eval_batch_size=2",
+       "--config.eval.max_batches=1"],
+      capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  assert "mIoU" in ok.stdout and "majority-class baseline" in ok.stdout
+  assert os.path.exists(os.path.join(workdir, "eval_000002_standalone.json"))
