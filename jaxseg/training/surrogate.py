@@ -337,6 +337,7 @@ def fit_from_checkpoint(
     num_inputs: int = 6,
     num_perturbations: int = 4,
     seed: int = 0,
+    perturbation: dict[str, Any] | None = None,
     **fit_kwargs: Any,
 ) -> Surrogate:
     """Fit and save a surrogate from a trained run of ``train.py``.
@@ -345,7 +346,8 @@ def fit_from_checkpoint(
     ``config``, runs the model (``train=False``) over whole images of ``split`` (default: the
     config's training split, read with the evaluation pipeline: no crops, padding masked), makes
     the (features, IoU loss) pairs of :func:`generate_pairs` and fits them with
-    :func:`fit_surrogate` (``fit_kwargs``: ``hidden``, ``activation``, ``steps``, ...). Writes the
+    :func:`fit_surrogate` (``fit_kwargs``: ``hidden``, ``activation``, ``steps``, ...);
+    ``perturbation`` holds ranges for :func:`perturb_logits`. Writes the
     surrogate to ``output`` and returns it (its ``metrics`` hold the held-out error).
     Single-process only.
     """
@@ -390,6 +392,7 @@ def fit_from_checkpoint(
         max_batches=max_batches,
         seed=seed,
         ignore_index=run.ignore_index,
+        **dict(perturbation or {}),
     )
     surrogate = fit_surrogate(features, targets, kind=kind, seed=seed, **fit_kwargs)
     surrogate = dataclasses.replace(
