@@ -168,13 +168,24 @@ def restore_raw(directory: str, step: Optional[int] = None) -> tuple[dict, int]:
     directory = os.path.join(directory, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"init_from: no checkpoint folder at {directory}.")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False), item_names=("state", "meta"))
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
   try:
     step = manager.latest_step() if step is None else int(step)
     if step is None:
       raise FileNotFoundError(f"init_from: no checkpoint in {directory}.")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    # Restore onto one local device: works whatever device topology the checkpoint was saved
+    # with (another run's mesh, another number of hosts).
+    metadata = manager.item_metadata(step)["state"]
+    if metadata is None:
+      raise FileNotFoundError(f"init_from: step {step} in {directory} holds no train state.")
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+                          metadata)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
   finally:
     manager.close()
   tree = jax.tree.map(np.asarray, restored["state"])
