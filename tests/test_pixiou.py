@@ -55,24 +55,28 @@ def test_distance_empty_mask_and_errors():
 # ---------------------------------------------------- the set function (reference)
 
 
-def _set_function(in_m, gt, dnorm, alpha, lam):
-    """L(M) = w(M)/(w(G)+w(M\\G)) + lam * sum_{M\\G} dnorm / |G| in float64 (M a bool vector)."""
+def _set_function(in_m, gt, dnorm, alpha, lam, counted=None):
+    """L(M) = w(M)/(w(G)+w(M\\G)) + lam * sum_{M\\G} e dnorm / |G| in float64 (M a bool vector).
+
+    ``counted`` (e) marks the pixels whose image holds the class (all when None).
+    """
     w = 1.0 + alpha * dnorm
+    e = np.ones(gt.shape, bool) if counted is None else counted
     fp = in_m & ~gt
     num = w[in_m].sum()
     den = w[gt].sum() + w[fp].sum()
     jac = num / den if den > 0 else 0.0
-    return jac + lam * dnorm[fp].sum() / max(gt.sum(), 1)
+    return jac + lam * dnorm[fp & e].sum() / max(gt.sum(), 1)
 
 
-def _extension(m, gt, dnorm, alpha, lam):
+def _extension(m, gt, dnorm, alpha, lam, counted=None):
     """Lovász extension of the set function by its definition (sort, marginal gains)."""
     order = np.argsort(-m, kind="stable")
     value, prev = 0.0, 0.0
     in_m = np.zeros(m.shape, bool)
     for i in order:
         in_m[i] = True
-        cur = _set_function(in_m, gt, dnorm, alpha, lam)
+        cur = _set_function(in_m, gt, dnorm, alpha, lam, counted)
         value += m[i] * (cur - prev)
         prev = cur
     return value
@@ -85,9 +89,10 @@ def test_set_function_is_submodular_brute_force():
         gt = rng.random(n) < 0.4
         gt[0] = True
         dnorm = np.where(gt, 0.0, rng.random(n))
+        counted = rng.random(n) < 0.7
         alpha, lam = [(1.0, 1.0), (3.0, 0.5), (0.0, 2.0), (2.0, 0.0)][trial]
         subsets = np.array(list(itertools.product([False, True], repeat=n)))
-        values = np.array([_set_function(s, gt, dnorm, alpha, lam) for s in subsets])
+        values = np.array([_set_function(s, gt, dnorm, alpha, lam, counted) for s in subsets])
         index = {tuple(s): v for s, v in zip(subsets, values)}
         # f(A) + f(B) >= f(A | B) + f(A & B) for every pair of subsets
         for a, fa in zip(subsets, values):
@@ -112,14 +117,18 @@ def _reference_loss(probs, labels, alpha, lam, radius, ignore_index=255):
         if not fg.any():
             continue
         dn = np.zeros(labels.shape)
+        counted = np.zeros(labels.shape, bool)
         for b in range(b_num):
             if fg[b].any():
                 d = np.minimum(ndimage.distance_transform_edt(~fg[b]), radius) / radius
+                counted[b] = True
             else:
                 d = np.ones((h, w))
             dn[b] = np.where(fg[b], 0.0, d)
         m = np.abs(fg.astype(float) - probs[..., c])
-        values.append(_extension(m[valid], fg[valid], dn[valid], alpha, lam))
+        values.append(
+            _extension(m[valid], fg[valid], dn[valid], alpha, lam, counted[valid])
+        )
     return float(np.mean(values)) if values else 0.0
 
 

@@ -19,7 +19,13 @@ pixel ``i`` to ``G`` *in its own image*, ``d̃_i = min(d_i, R) / R`` with the tr
 mispredicted pixels ``M``::
 
     w_i   = 1 + α d̃_i                                       (α = location_weight)
-    L(M)  = w(M) / (w(G) + w(M \\ G))  +  λ Σ_{i ∈ M \\ G} d̃_i / |G|      (λ = distance_weight)
+    L(M)  = w(M) / (w(G) + w(M \\ G))  +  λ Σ_{i ∈ M \\ G} e_i d̃_i / |G|   (λ = distance_weight)
+
+with ``e_i = 1`` if the image of pixel ``i`` holds class ``c`` and 0 otherwise: the distance term
+only counts false positives that have a ground-truth object to be far from (false positives in
+images without ``c`` are left to the Jaccard term, where they weigh ``1 + α``). Without this, in
+batch mode every pixel of every image lacking a rare class would weigh ``λ / |G|``, which in a
+first trial drove a thin class to zero.
 
 The first term is the distance-weighted Jaccard loss ``Δ_w``, submodular for any fixed ``w >= 0``
 (errors far from the object cost more: property (b)); the second is modular with non-negative
@@ -30,7 +36,7 @@ the Jaccard loss) while the second term keeps growing (property (a)). ``L(∅) =
 are constants for autodiff. The loss of class ``c`` is the Lovász extension of ``L`` at the
 errors ``m_i = |[y_i = c] - p_i(c)|``, which splits exactly into::
 
-    loss_c = Δ̄_w(m) + λ Σ_{i ∉ G} m_i d̃_i / |G|
+    loss_c = Δ̄_w(m) + λ Σ_{i ∉ G} e_i m_i d̃_i / |G|
 
 (the extension of a modular function is linear), the first term computed by the generic
 ``jaxseg.losses.extension`` block with ``weights = w``. Classes are selected and averaged as in
@@ -122,7 +128,8 @@ def pixiou_loss(
 ) -> jax.Array:
     """Distance-aware generalised Jaccard loss (reconstruction of PixIoU; see the module docstring).
 
-    ``loss_c = Δ̄_w(m(c)) + λ Σ_{i ∉ G_c} m_i(c) d̃_i / |G_c|`` with ``w = 1 + α d̃``, averaged over
+    ``loss_c = Δ̄_w(m(c)) + λ Σ_{i ∉ G_c} e_i m_i(c) d̃_i / |G_c|`` with ``w = 1 + α d̃`` (``e_i``:
+    the pixel's image holds class ``c``), averaged over
     the selected classes like ``lovasz_softmax``.
 
     Args:
@@ -176,6 +183,9 @@ def pixiou_loss(
         dist = distance_to_mask(foreground, max_distance=radius)  # [B, C, H, W], inf if absent
         dnorm = jnp.where(jnp.isfinite(dist), jnp.minimum(dist / scale, 1.0), 1.0)
         dnorm = jnp.where(foreground, 0.0, dnorm)
+        # the modular term only counts false positives in images that hold the class
+        in_image = jnp.any(foreground, axis=(-2, -1), keepdims=True)  # [B, C, 1, 1]
+        dnorm_fp = jnp.where(in_image, dnorm, 0.0)
     probs_c = jnp.moveaxis(probs, -1, 1)  # [B, C, H, W]
     errors = jnp.abs(foreground.astype(jnp.float32) - probs_c)
 
@@ -217,7 +227,7 @@ def pixiou_loss(
     ).reshape(mode.shape)
     if use_distances and distance_weight > 0:
         outside = valid_r & ~fg_r
-        modular = jnp.sum(jnp.where(outside, errors_r * rows(dnorm), 0.0), axis=-1)
+        modular = jnp.sum(jnp.where(outside, errors_r * rows(dnorm_fp), 0.0), axis=-1)
         modular = modular / jnp.maximum(gt_count, 1).astype(jnp.float32)
         values = values + distance_weight * jnp.where(present & (mode != extension.SKIP), modular, 0.0)
 
