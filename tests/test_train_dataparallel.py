@@ -103,6 +103,22 @@ checks["void"] = {"value": float(v), "grad_abs": float(jnp.max(jnp.abs(g)))}
 # The compiled all-to-all version holds an all-to-all and sorts 1 of the 8 class slots per device.
 hlo = jax.jit(lambda x, y: lovasz_softmax_all_to_all(x, y, mesh=mesh8)).lower(xs, ys).compile().as_text()
 checks["has_all_to_all"] = "all-to-all" in hlo
+# The trainer's switch: config.global_lovasz_impl = 'all_to_all' builds the same loss.
+import ml_collections
+from jaxseg.training import loop
+cfg = ml_collections.ConfigDict({"loss": {"name": "lovasz_softmax",
+                                          "kwargs": {"per_image": False, "classes": "all"}},
+                                 "global_lovasz_impl": "all_to_all"})
+fn = loop.create_loss(cfg, mesh8, C)
+checks["trainer_switch"] = abs(float(jax.jit(fn)(xs, ys)) - float(checks["all"]["ref"]))
+# 'auto' on 8 devices, a weighted sum of terms: the Lovász term runs all-to-all, same value.
+terms = {"terms": [{"name": "cross_entropy", "weight": 0.5},
+                   {"name": "lovasz_softmax", "weight": 2.0, "kwargs": {"per_image": False}}]}
+cfg = ml_collections.ConfigDict({"loss": terms, "global_lovasz_impl": "auto"})
+fn = jax.jit(loop.create_loss(cfg, mesh8, C))
+ref = build_loss(terms)(logits, lab)
+checks["trainer_auto_terms"] = abs(float(fn(xs, ys)) - float(ref))
+checks["trainer_auto_terms_hlo"] = "all-to-all" in fn.lower(xs, ys).compile().as_text()
 out["checks"] = checks
 print("RESULT " + json.dumps(out))
 ''')
@@ -145,6 +161,9 @@ def test_all_to_all_lovasz_value_and_gradient(result, name):
   assert c["grad_diff"] <= 1e-6, c
 
 
-def test_all_to_all_lovasz_void_batch_and_lowering(result):
+def test_all_to_all_lovasz_void_batch_lowering_and_config_switch(result):
   assert result["checks"]["void"] == {"value": 0.0, "grad_abs": 0.0}
   assert result["checks"]["has_all_to_all"]
+  assert result["checks"]["trainer_switch"] <= 1e-6
+  assert result["checks"]["trainer_auto_terms"] <= 1e-5
+  assert result["checks"]["trainer_auto_terms_hlo"]

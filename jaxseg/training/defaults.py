@@ -8,14 +8,17 @@ command line (``--config.num_train_steps=100``); misspelt fields are rejected by
   ``num_classes`` (-1: the dataset's); ``binary_class`` (>= 0: train one foreground class
   against the rest, labels ``[y == c]``, for the binary Lovász hinge recipe);
 * ``loss``: a ``jaxseg.losses.build_loss`` entry; ``global_lovasz_impl``: ``'plain'`` (the loss
-  as is, XLA gathers the errors) or ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`,
-  batch-level Lovász-Softmax with the classes spread over the devices);
+  as is, XLA gathers the errors), ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`,
+  batch-level Lovász-Softmax terms with the classes spread over the devices) or ``'auto'``
+  (all-to-all on a mesh of several devices, the default);
 * ``class_weighting``: ``''`` or ``'enet'`` (class weights ``1 / ln(1.02 + p_c)`` from the training
   split, given to the losses that take ``class_weights``);
 * ``data``: the data config of ``jaxseg.data.default_data_config``; ``batch_size`` (global),
   ``eval_batch_size``;
-* ``num_train_steps``; ``steps_per_epoch`` (for ``schedule.boundaries_epochs``); ``optim`` (:func:`jaxseg.training.optim.create_optimizer`); ``schedule``
-  (:func:`jaxseg.training.optim.create_learning_rate_schedule`); ``freeze_batch_stats``;
+* ``num_train_steps``; ``steps_per_epoch`` (for ``schedule.boundaries_epochs``); ``optim``
+  (:func:`jaxseg.training.optim.create_optimizer`); ``schedule``
+  (:func:`jaxseg.training.optim.create_learning_rate_schedule`); ``freeze_batch_stats`` (forward
+  in inference mode, for models without a ``frozen_batchnorm`` option);
 * ``log_every_steps``, ``eval_every_steps`` (0: only at the end), ``checkpoint_every_steps``,
   ``keep_checkpoints``, ``async_checkpoints``;
 * ``eval``: ``scales``, ``flip``, ``max_batches`` (-1: the whole split),
@@ -44,7 +47,7 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.num_classes = -1
   c.binary_class = -1
   c.loss = ml_collections.ConfigDict({"name": "lovasz_softmax", "kwargs": {}})
-  c.global_lovasz_impl = "plain"
+  c.global_lovasz_impl = "auto"
   c.class_weighting = ""
   c.data = data
   c.batch_size = 8

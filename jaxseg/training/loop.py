@@ -22,6 +22,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -115,40 +116,37 @@ def create_model(config, num_classes: int):
   return models.create(name, num_classes, **_to_dict(config.model.get("options", {})))
 
 
-def _lovasz_all_to_all_kwargs(loss_config) -> Optional[dict]:
-  """kwargs for the all-to-all Lovász if ``loss_config`` is a single batch-level Lovász-Softmax."""
-  entry = _to_dict(loss_config)
-  if entry.get("name") != "lovasz_softmax" or "terms" in entry:
+def _lovasz_all_to_all_kwargs(entry: dict) -> Optional[dict]:
+  """kwargs of the all-to-all Lovász if ``entry`` is a batch-level Lovász-Softmax it supports."""
+  if entry.get("name") != "lovasz_softmax":
     return None
-  kwargs = _to_dict(entry.get("kwargs", {}))
-  if kwargs.get("per_image", False):
+  kwargs = _to_dict(entry.get("kwargs", {}) or {})
+  if kwargs.get("per_image", False) or set(kwargs) - {"per_image", "classes", "ignore_index"}:
     return None
-  unsupported = set(kwargs) - {"per_image", "classes", "ignore_index"}
-  if unsupported:
-    raise ConfigError(f"global_lovasz_impl='all_to_all' does not support the lovasz_softmax "
-                      f"option(s) {sorted(unsupported)}; use global_lovasz_impl='plain'.")
   kwargs.pop("per_image", None)
   if isinstance(kwargs.get("classes"), (list, tuple)):
     kwargs["classes"] = tuple(int(c) for c in kwargs["classes"])
   return kwargs
 
 
+GLOBAL_LOVASZ_IMPLS = ("auto", "plain", "all_to_all")
+
+
 def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax.Array],
                                                                 jax.Array]:
-  """The training loss ``loss(logits, labels) -> scalar`` of ``config.loss`` (class weights from
-  the data with ``config.class_weighting``; one-logit models get scores ``[B, H, W]``)."""
+  """The training loss ``loss(logits, labels) -> scalar`` of ``config.loss``.
+
+  Class weights come from the data with ``config.class_weighting``; one-logit models give the
+  binary losses scores ``[B, H, W]``. ``config.global_lovasz_impl`` chooses how batch-level
+  Lovász-Softmax terms run on a sharded batch: ``'all_to_all'``
+  (:mod:`jaxseg.training.sharded_lovasz`: classes spread over the devices), ``'plain'`` (the
+  loss as is), or ``'auto'`` (all-to-all when the mesh has several devices).
+  """
   from jaxseg.losses import build_loss  # pylint: disable=g-import-not-at-top
-  impl = config.get("global_lovasz_impl", "plain")
-  if impl not in ("plain", "all_to_all"):
-    raise ConfigError(f"config.global_lovasz_impl must be 'plain' or 'all_to_all', got {impl!r}.")
-  if impl == "all_to_all":
-    kwargs = _lovasz_all_to_all_kwargs(config.loss)
-    if kwargs is None:
-      raise ConfigError("global_lovasz_impl='all_to_all' needs config.loss to be a single "
-                        "batch-level lovasz_softmax (per_image=False).")
-    from jaxseg.training.sharded_lovasz import lovasz_softmax_all_to_all  # pylint: disable=g-import-not-at-top
-    kwargs.setdefault("ignore_index", int(config.get("ignore_index", 255)))
-    return lambda logits, labels: lovasz_softmax_all_to_all(logits, labels, mesh=mesh, **kwargs)
+  impl = config.get("global_lovasz_impl", "auto")
+  if impl not in GLOBAL_LOVASZ_IMPLS:
+    raise ConfigError(f"config.global_lovasz_impl must be one of {GLOBAL_LOVASZ_IMPLS}, got "
+                      f"{impl!r}.")
   loss_config = _to_dict(config.loss)
   weighting = config.get("class_weighting", "")
   if weighting:
@@ -157,6 +155,29 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
     loss_fn = build_loss(loss_config)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.loss is invalid: {e}") from e
+  if impl == "all_to_all" or (impl == "auto" and mesh.size > 1):
+    from jaxseg.training import sharded_lovasz  # pylint: disable=g-import-not-at-top
+    terms = loss_config["terms"] if "terms" in loss_config else [loss_config]
+    parts = []
+    for term in terms:
+      weight = float(term.get("weight", 1.0))
+      kwargs = _lovasz_all_to_all_kwargs(term)
+      if kwargs is not None:
+        parts.append((weight, functools.partial(sharded_lovasz.lovasz_softmax_all_to_all,
+                                                mesh=mesh, **kwargs)))
+      else:
+        parts.append((weight, build_loss({"name": term["name"],
+                                          "kwargs": term.get("kwargs", {}) or {}})))
+    if any(_lovasz_all_to_all_kwargs(t) is not None for t in terms):
+
+      def loss_fn(logits, labels):  # pylint: disable=function-redefined
+        total = 0.0
+        for weight, fn in parts:
+          total = total + weight * fn(logits, labels)
+        return total
+    elif impl == "all_to_all":
+      raise ConfigError("global_lovasz_impl='all_to_all' needs a batch-level lovasz_softmax term "
+                        "(per_image=False, options classes / ignore_index only) in config.loss.")
   if num_classes == 1:
     # One-logit (binary) models: the binary losses take scores [B, H, W].
     return lambda logits, labels: loss_fn(logits[..., 0], labels)
@@ -441,7 +462,7 @@ class Run:
   def make_eval_step(self):
     ev = self.config.get("eval", ml_collections.ConfigDict())
     from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-    loss_fn = self.loss_fn if self.config.get("global_lovasz_impl", "plain") == "plain" else None
+    loss_fn = self.loss_fn
     return eval_lib.make_eval_step(
         self.mesh, self.model.apply, num_classes=self.eval_classes,
         scales=tuple(ev.get("scales", (1.0,))), flip=bool(ev.get("flip", False)),

@@ -11,8 +11,8 @@
   everything.
 * **Schedules**: ``poly`` ``lr_k = base (1 - k / K)^power`` (DeepLab's "poly", power 0.9),
   ``cosine`` ``lr_k = end + (base - end) (1 + cos(pi k / K)) / 2``, ``constant``, and
-  ``piecewise`` (``boundaries`` / ``learning_rates``: e.g. 5e-4 then 1e-4 after one epoch), each with an
-  optional linear warmup from 0 over ``warmup_steps``. ``K`` is ``config.num_train_steps``.
+  ``piecewise`` (``boundaries`` / ``learning_rates``: e.g. 5e-4 then 1e-4 after one epoch), each
+  with an optional linear warmup from 0 over ``warmup_steps``. ``K`` is ``config.num_train_steps``.
 * **Per-parameter-group learning-rate multipliers**: ``param_groups`` is a list of
   ``{"pattern": regex, "lr_mult": float}``; a parameter takes the multiplier of the first pattern
   that matches its path (``"backbone/layer1/conv/kernel"``), 1 otherwise. The update of that
