@@ -241,3 +241,26 @@ def test_generate_pairs_and_fit():
     assert np.corrcoef(pred, yt)[0, 1] > 0.8
     with pytest.raises(ValueError, match="3 or 6 features"):
         fitting.fit_surrogate(x[:, :2], y)
+
+
+def test_gradient_agreement_of_hand_made_surrogates(batch):
+    """A linear surrogate -TP_pr + FP_pr - FN_pr moves every mispredicted pixel the right way."""
+    logits, labels = batch
+    labels = labels[:2]
+    logits = logits[:2]
+    template = neuroiou.init_surrogate(jax.random.key(0), hidden=(), num_inputs=3)
+    kernel = np.array([[-1.0], [1.0], [-1.0]], np.float32)
+    good = neuroiou.Surrogate(
+        {"out": {"kernel": kernel, "bias": np.zeros(1, np.float32)}}, (), "softplus", "prob", 3
+    )
+    assert jax.tree_util.tree_structure(good.params) == jax.tree_util.tree_structure(
+        jax.tree_util.tree_map(np.asarray, template.params)
+    )
+    a = fitting.gradient_agreement(good, logits, labels)
+    assert a["num_pixels"] > 10
+    assert a["fn_agreement"] == 1.0 and a["fp_agreement"] == 1.0
+    bad = neuroiou.Surrogate(
+        {"out": {"kernel": -kernel, "bias": np.zeros(1, np.float32)}}, (), "softplus", "prob", 3
+    )
+    a = fitting.gradient_agreement(bad, logits, labels)
+    assert a["fn_agreement"] == 0.0 and a["fp_agreement"] == 0.0
