@@ -13,9 +13,13 @@ where JAX cannot discover the cluster itself).
 import os
 import sys
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+# Quiet TensorFlow's C++ start-up logs (the configs import the input pipelines, hence TF).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402  pylint: disable=g-import-not-at-top
+from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
+from absl import logging  # noqa: E402  pylint: disable=g-import-not-at-top
+from ml_collections import config_flags  # noqa: E402  pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -33,7 +37,8 @@ flags.DEFINE_enum("mode", "train", ["train", "eval"],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; -v 0 shows them
   # Keep TensorFlow (used by the input pipelines only) off the accelerators.
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -13,6 +13,7 @@ from the weighted cross-entropy run).
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -183,6 +184,15 @@ def test_config_runs_a_few_steps(name, runs, datasets):
     assert fresh and all(np.isfinite(x).all() for x in fresh)
 
 
+def test_missing_dataset_is_a_clear_error(tmp_path):
+  c = load("voc_deeplabv2_lovasz")
+  c.data.manual_dir = str(tmp_path / "empty")
+  c.data.data_dir = str(tmp_path / "data")
+  os.makedirs(c.data.manual_dir)
+  with pytest.raises(FileNotFoundError, match="VOCtrainval_11-May-2012.tar"):
+    loop.train_and_evaluate(c, str(tmp_path / "run"))
+
+
 def test_binary_head_initialisation_is_class_minus_background():
   from jaxseg.training.loop import transfer_weights
   rng = np.random.default_rng(0)
@@ -226,3 +236,38 @@ def test_cli_wrong_field_and_eval_mode(runs):
   assert ok.returncode == 0, ok.stderr[-3000:]
   assert "mIoU" in ok.stdout and "majority-class baseline" in ok.stdout
   assert os.path.exists(os.path.join(workdir, "eval_000002_standalone.json"))
+
+
+def test_init_from_torch_weights(tmp_path, datasets):
+  """config.init_from.torch_weights loads a torchvision-format backbone (here: written from a
+  differently seeded init of the same model) and leaves the new head fresh."""
+  from jaxseg import models
+  from jaxseg.training import mesh as mesh_lib
+  c = shrink(load("voc_deeplabv2_lovasz"), datasets)
+  model = models.create(c.model.name, 21, **c.model.options.to_dict())
+  donor = jax.device_get(loop.init_variables(model, jax.random.PRNGKey(123), (33, 33)))
+  state = {}
+  for collection, suffixes in (("params", {"kernel": "weight", "scale": "weight", "bias": "bias"}),
+                               ("batch_stats", {"mean": "running_mean", "var": "running_var"})):
+    for path, value in jax.tree_util.tree_leaves_with_path(donor[collection]["backbone"]):
+      names = [p.key for p in path]
+      module = ".".join(re.sub(r"_(\d+)$", r".\1", n) for n in names[:-1])  # layer1_0 -> layer1.0
+      value = np.asarray(value)
+      if names[-1] == "kernel":
+        value = value.transpose(3, 2, 0, 1)
+      state[f"{module}.{suffixes[names[-1]]}"] = value
+  path = str(tmp_path / "backbone.npz")
+  np.savez(path, **state)
+  c.init_from.torch_weights = path
+  c.init_from.torch_options = {}
+  mesh = mesh_lib.create_mesh()
+  got = jax.device_get(loop.initial_variables(c, model, jax.random.key(0, impl="rbg"), mesh))
+  for a, b in zip(jax.tree.leaves(got["params"]["backbone"]),
+                  jax.tree.leaves(donor["params"]["backbone"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(got["batch_stats"]), jax.tree.leaves(donor["batch_stats"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert np.abs(got["params"]["aspp_0"]["kernel"] - donor["params"]["aspp_0"]["kernel"]).max() > 0
+  c.init_from.torch_weights = str(tmp_path / "missing.pth")
+  with pytest.raises(FileNotFoundError, match="torch_weights"):
+    loop.initial_variables(c, model, jax.random.key(0, impl="rbg"), mesh)

@@ -40,7 +40,7 @@ from jaxseg.training import checkpoint as ckpt_lib
 from jaxseg.training import mesh as mesh_lib
 from jaxseg.training import optim as optim_lib
 from jaxseg.training import steps as steps_lib
-from jaxseg.training.state import TrainState, init_variables
+from jaxseg.training.state import TrainState, init_variables  # noqa: F401  (re-exported)
 
 
 class ConfigError(ValueError):
@@ -569,9 +569,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   is_main = jax.process_index() == 0
   if is_main:
     ckpt_lib.write_json(os.path.join(run.workdir, "config.json"), config.to_dict())
+  total_steps = int(config.num_train_steps)
+  # Open the input pipeline first: a missing dataset fails before anything is compiled.
+  latest = run.checkpointer.latest_step() or 0
+  train_iter = run.train_iterator(latest) if latest < total_steps else None
   state = run.restore_or_init()
   start_step = int(jax.device_get(state.step))
-  total_steps = int(config.num_train_steps)
+  if start_step != latest:
+    raise ckpt_lib.IncompatibleCheckpointError(
+        f"The checkpoint of step {latest} holds step {start_step}.")
   logger = MetricLogger(run.workdir, truncate_after=start_step,
                         tensorboard=bool(config.get("tensorboard", True)))
   train_step = steps_lib.make_train_step(
@@ -611,7 +617,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"config.schedule.base_lr, set config.optim.clip_grad_norm, or check the data.")
     window.append({k: float(v) for k, v in host.items()})
 
-  train_iter = run.train_iterator(start_step) if start_step < total_steps else None
   t_window = time.time()
   try:
     for step in range(start_step + 1, total_steps + 1):
