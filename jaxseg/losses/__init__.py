@@ -10,6 +10,9 @@ from jaxseg.losses.classic import (binary_cross_entropy, binary_hinge_loss, cros
                                    soft_jaccard_loss, tversky_loss)
 from jaxseg.losses.extension import lovasz_extension
 from jaxseg.losses.lovasz import lovasz_hinge, lovasz_sigmoid, lovasz_softmax
+from jaxseg.losses.margin import margin_calibration_loss, margin_offsets
+from jaxseg.losses.neuroiou import load_surrogate, neuroiou_features, neuroiou_loss
+from jaxseg.losses.pixiou import distance_to_mask, pixiou_loss
 from jaxseg.losses.registry import available_losses, build_loss, register_loss
 
 __all__ = [
@@ -17,9 +20,11 @@ __all__ = [
     "binary_cross_entropy",
     "binary_hinge_loss",
     "cross_entropy",
+    "distance_to_mask",
     "enet_class_weights",
     "focal_loss",
     "hinge_loss",
+    "load_surrogate",
     "soft_dice_loss",
     "soft_jaccard_loss",
     "tversky_loss",
@@ -28,5 +33,10 @@ __all__ = [
     "lovasz_hinge",
     "lovasz_sigmoid",
     "lovasz_softmax",
+    "margin_calibration_loss",
+    "margin_offsets",
+    "neuroiou_features",
+    "neuroiou_loss",
+    "pixiou_loss",
     "register_loss",
 ]
