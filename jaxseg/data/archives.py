@@ -7,11 +7,14 @@ members a ``keep`` predicate selects.
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 import threading
 import zipfile
 from typing import Callable, Iterable
+
+from PIL import Image
 
 
 class FileTree:
@@ -117,3 +120,31 @@ def locate(manual_dir: str, archive: str, folder: str) -> tuple[str, str] | None
     if manual_dir and os.path.isfile(os.path.join(manual_dir, archive)):
         return os.path.join(manual_dir, archive), folder
     return None
+
+
+def missing(manual_dir: str | None, inputs: Iterable[tuple[str, str]]) -> list[str]:
+    """Names of the ``(archive, folder)`` inputs that :func:`locate` finds in neither form."""
+    return [f"{archive} (or the folder {folder}/)" for archive, folder in inputs
+            if locate(manual_dir, archive, folder) is None]
+
+
+def require_inputs(manual_dir: str, missing_names: list[str], instructions: str) -> None:
+    """FileNotFoundError listing ``missing_names`` and the builder's instructions, if any."""
+    if missing_names:
+        raise FileNotFoundError(
+            f"Missing {', '.join(missing_names)} in the manual directory {manual_dir}.\n{instructions}"
+        )
+
+
+def decode_image(data: bytes, where: str, what: str = "image") -> Image.Image:
+    """Fully decoded PIL image of the file bytes ``data``.
+
+    ValueError ``Corrupt <what> <where>: ...`` when PIL cannot decode it (PIL raises several
+    exception types on corrupt files).
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:
+        raise ValueError(f"Corrupt {what} {where}: {e}") from e
+    return img

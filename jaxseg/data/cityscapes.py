@@ -22,7 +22,6 @@ import io
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from jaxseg.data import archives
 from jaxseg.data.voc import check_image
@@ -94,12 +93,7 @@ Place in the manual directory the official Cityscapes archives `{IMAGES_ARCHIVE}
 """
 
 def missing_inputs(manual_dir: str | None) -> list[str]:
-    out = []
-    if archives.locate(manual_dir, IMAGES_ARCHIVE, IMAGES_FOLDER) is None:
-        out.append(f"{IMAGES_ARCHIVE} (or the folder {IMAGES_FOLDER}/)")
-    if archives.locate(manual_dir, LABELS_ARCHIVE, LABELS_FOLDER) is None:
-        out.append(f"{LABELS_ARCHIVE} (or the folder {LABELS_FOLDER}/)")
-    return out
+    return archives.missing(manual_dir, ((IMAGES_ARCHIVE, IMAGES_FOLDER), (LABELS_ARCHIVE, LABELS_FOLDER)))
 
 
 def labelids_to_trainids(label_ids: np.ndarray, where: str = "label") -> np.ndarray:
@@ -112,12 +106,7 @@ def labelids_to_trainids(label_ids: np.ndarray, where: str = "label") -> np.ndar
 
 
 def _decode_png(data: bytes, where: str) -> np.ndarray:
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as e:
-        raise ValueError(f"Corrupt image {where}: {e}") from e
-    arr = np.asarray(img)
+    arr = np.asarray(archives.decode_image(data, where))
     if arr.ndim != 2:
         raise ValueError(f"{where}: expected a single-channel PNG, got shape {arr.shape}")
     return arr
@@ -147,11 +136,7 @@ class Cityscapes(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         manual = str(dl_manager.manual_dir)
-        missing = missing_inputs(manual)
-        if missing:
-            raise FileNotFoundError(
-                f"Missing {', '.join(missing)} in the manual directory {manual}.\n{MANUAL_INSTRUCTIONS}"
-            )
+        archives.require_inputs(manual, missing_inputs(manual), MANUAL_INSTRUCTIONS)
         images = archives.FileTree(*archives.locate(manual, IMAGES_ARCHIVE, IMAGES_FOLDER))
         labels = archives.FileTree(*archives.locate(manual, LABELS_ARCHIVE, LABELS_FOLDER))
         frames: dict[str, list[str]] = {"train": [], "val": []}

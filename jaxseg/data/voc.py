@@ -47,12 +47,7 @@ Place in the manual directory the official Pascal VOC 2012 archive `{VOC_ARCHIVE
 
 def missing_inputs(manual_dir: str | None) -> list[str]:
     """Names of the expected archives that are absent from ``manual_dir`` (empty when complete)."""
-    out = []
-    if archives.locate(manual_dir, VOC_ARCHIVE, VOC_FOLDER) is None:
-        out.append(f"{VOC_ARCHIVE} (or the folder {VOC_FOLDER}/)")
-    if archives.locate(manual_dir, SBD_ARCHIVE, SBD_FOLDER) is None:
-        out.append(f"{SBD_ARCHIVE} (or the folder {SBD_FOLDER}/)")
-    return out
+    return archives.missing(manual_dir, ((VOC_ARCHIVE, VOC_FOLDER), (SBD_ARCHIVE, SBD_FOLDER)))
 
 
 def _read_ids(tree: archives.FileTree, rel: str) -> list[str]:
@@ -77,11 +72,7 @@ def check_label(label: np.ndarray, where: str, num_classes: int = NUM_CLASSES, a
 
 def decode_voc_label(data: bytes, where: str) -> np.ndarray:
     """Palette-PNG class indices [H, W] uint8, checked to be in 0..20 or 255."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as e:  # PIL raises several exception types on corrupt files.
-        raise ValueError(f"Corrupt label image {where}: {e}") from e
+    img = archives.decode_image(data, where, what="label image")
     if img.mode not in ("P", "L"):
         raise ValueError(f"{where}: expected a palette (mode 'P') PNG of class indices, got mode {img.mode!r}")
     label = np.asarray(img, dtype=np.uint8)
@@ -109,11 +100,7 @@ def decode_sbd_label(data: bytes, where: str) -> np.ndarray:
 
 def check_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None) -> tuple[int, int]:
     """Decodes an image fully (PIL) and returns (H, W); ValueError naming the file when corrupt."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as e:
-        raise ValueError(f"Corrupt image {where}: {e}") from e
+    img = archives.decode_image(data, where)
     if img.mode not in ("RGB", "L"):
         raise ValueError(f"{where}: expected an RGB image, got mode {img.mode!r}")
     hw = (img.height, img.width)
@@ -155,11 +142,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         manual = str(dl_manager.manual_dir)
-        missing = missing_inputs(manual)
-        if missing:
-            raise FileNotFoundError(
-                f"Missing {', '.join(missing)} in the manual directory {manual}.\n{MANUAL_INSTRUCTIONS}"
-            )
+        archives.require_inputs(manual, missing_inputs(manual), MANUAL_INSTRUCTIONS)
         voc = archives.FileTree(*archives.locate(manual, VOC_ARCHIVE, VOC_FOLDER))
         sbd = archives.FileTree(
             *archives.locate(manual, SBD_ARCHIVE, SBD_FOLDER),
