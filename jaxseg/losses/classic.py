@@ -474,6 +474,31 @@ def _reduce_classes_and_images(per_class_loss: Any, weights: Any, per_image: boo
     return jnp.mean(loss) if per_image else loss
 
 
+def _region_loss(
+    name: str,
+    logits: Any,
+    labels: Any,
+    index_fn: Any,
+    *,
+    ignore_index: int,
+    per_image: bool,
+    classes: Classes,
+    class_weights: Any,
+    from_logits: bool,
+) -> jax.Array:
+    """Shared body of the region losses: ``sum_K w_c (1 - index_c) / sum_K w_c``.
+
+    ``index_fn(tp, fp, fn)`` maps the soft counts of :func:`_region_inputs` to the per-class
+    similarity index (Dice, Tversky or Jaccard, 0/0 := 1); the class selection, weights and
+    per-image mean are those described in :func:`soft_dice_loss`.
+    """
+    tp, fp, fn, gt_count = _region_inputs(name, logits, labels, ignore_index, from_logits,
+                                          per_image)
+    index = index_fn(tp, fp, fn)
+    weights = _class_weights_for_selection(name, classes, gt_count, class_weights, tp.dtype)
+    return _reduce_classes_and_images(1.0 - index, weights, per_image)
+
+
 def soft_dice_loss(
     logits: Any,
     labels: Any,
@@ -516,11 +541,11 @@ def soft_dice_loss(
     """
     name = "soft_dice_loss"
     smooth = _check_nonnegative(name, "smooth", smooth)
-    tp, fp, fn, gt_count = _region_inputs(name, logits, labels, ignore_index, from_logits,
-                                          per_image)
-    dice = _safe_div(2.0 * tp + smooth, 2.0 * tp + fp + fn + smooth, 1.0)
-    weights = _class_weights_for_selection(name, classes, gt_count, class_weights, tp.dtype)
-    return _reduce_classes_and_images(1.0 - dice, weights, per_image)
+    return _region_loss(
+        name, logits, labels,
+        lambda tp, fp, fn: _safe_div(2.0 * tp + smooth, 2.0 * tp + fp + fn + smooth, 1.0),
+        ignore_index=ignore_index, per_image=per_image, classes=classes,
+        class_weights=class_weights, from_logits=from_logits)
 
 
 def tversky_loss(
@@ -567,11 +592,11 @@ def tversky_loss(
     alpha = _check_nonnegative(name, "alpha", alpha)
     beta = _check_nonnegative(name, "beta", beta)
     smooth = _check_nonnegative(name, "smooth", smooth)
-    tp, fp, fn, gt_count = _region_inputs(name, logits, labels, ignore_index, from_logits,
-                                          per_image)
-    index = _safe_div(tp + smooth, tp + alpha * fp + beta * fn + smooth, 1.0)
-    weights = _class_weights_for_selection(name, classes, gt_count, class_weights, tp.dtype)
-    return _reduce_classes_and_images(1.0 - index, weights, per_image)
+    return _region_loss(
+        name, logits, labels,
+        lambda tp, fp, fn: _safe_div(tp + smooth, tp + alpha * fp + beta * fn + smooth, 1.0),
+        ignore_index=ignore_index, per_image=per_image, classes=classes,
+        class_weights=class_weights, from_logits=from_logits)
 
 
 def soft_jaccard_loss(
@@ -613,11 +638,11 @@ def soft_jaccard_loss(
     """
     name = "soft_jaccard_loss"
     smooth = _check_nonnegative(name, "smooth", smooth)
-    tp, fp, fn, gt_count = _region_inputs(name, logits, labels, ignore_index, from_logits,
-                                          per_image)
-    iou = _safe_div(tp + smooth, tp + fp + fn + smooth, 1.0)
-    weights = _class_weights_for_selection(name, classes, gt_count, class_weights, tp.dtype)
-    return _reduce_classes_and_images(1.0 - iou, weights, per_image)
+    return _region_loss(
+        name, logits, labels,
+        lambda tp, fp, fn: _safe_div(tp + smooth, tp + fp + fn + smooth, 1.0),
+        ignore_index=ignore_index, per_image=per_image, classes=classes,
+        class_weights=class_weights, from_logits=from_logits)
 
 
 # ----------------------------------------------------------------------------------------------
