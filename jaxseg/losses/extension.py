@@ -113,6 +113,7 @@ def _decode(sorted_keys):
 
 
 def _exclusive_cumsum(x):
+  """``Σ_{j<k} x_j``: exact by subtraction for integers, by a shift for floats."""
   return jnp.cumsum(x) - x if jnp.issubdtype(x.dtype, jnp.integer) else jnp.concatenate(
       [jnp.zeros((1,), x.dtype), jnp.cumsum(x)[:-1]])
 
@@ -142,9 +143,9 @@ def jaccard_increments(delta, valid, weights=None):
     w = jnp.where(valid, weights.astype(jnp.float32), 0.0)
     pos_w = jnp.where(positive, w, 0.0)
     neg_w = jnp.where(negative, w, 0.0)
-    # Suffix sums for I (no cancellation), shifted prefix sums for U.
-    inter = jnp.flip(jnp.cumsum(jnp.flip(pos_w))) - pos_w
-    inter = jnp.maximum(inter, 0.0)
+    # Shifted suffix sums for I and shifted prefix sums for U: no subtraction anywhere.
+    suffix = jnp.flip(jnp.cumsum(jnp.flip(pos_w)))
+    inter = jnp.concatenate([suffix[1:], jnp.zeros((1,), jnp.float32)])
     union_before = jnp.sum(pos_w) + _exclusive_cumsum(neg_w)
     union = union_before + neg_w
   safe_union = jnp.where(union > 0, union, 1.0)
@@ -206,7 +207,6 @@ def _active_rows_loop(row_fn, x, aux, mode, *, with_grad):
   but their zero output); each iteration reads its row with a dynamic slice and writes its value
   and gradient row in place.
   """
-  num_rows = x.shape[0]
   active = mode != SKIP
   order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active rows first (R is small)
   num_active = jnp.sum(active.astype(jnp.int32))
@@ -231,7 +231,6 @@ def _active_rows_loop(row_fn, x, aux, mode, *, with_grad):
 
   _, values, grads = lax.while_loop(lambda state: state[0] < num_active, body,
                                     (jnp.int32(0), values, grads))
-  del num_rows
   return values, grads
 
 
