@@ -135,19 +135,10 @@ class DeepLabV3Plus(nn.Module):
         if rates is None:
             rates = (6, 12, 18) if self.output_stride == 16 else (12, 24, 36)
 
-        def norm(name):
-            return layers.batch_norm(
-                train,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon,
-                frozen=self.frozen_batchnorm,
-                dtype=self.dtype,
-                name=name,
-            )
-
         def conv_bn_relu(x, features, kernel, name, bn_name, dilation=1):
-            x = layers.conv(features, kernel, dilation=dilation, dtype=self.dtype, name=name)(x)
-            return nn.relu(norm(bn_name)(x))
+            return layers.conv_bn_relu(
+                self, x, train, features, kernel, name=name, bn_name=bn_name, dilation=dilation
+            )
 
         feats = _backbone(self)(images, train)
         high, low = feats["layer4"], feats["layer1"]

@@ -57,14 +57,7 @@ class ENet(nn.Module):
         dt = self.dtype
 
         def bn(x, name):
-            return layers.batch_norm(
-                train,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon,
-                frozen=self.frozen_batchnorm,
-                dtype=dt,
-                name=name,
-            )(x)
+            return layers.model_batch_norm(self, train, name=name)(x)
 
         def prelu(x, name):
             return layers.PReLU(dtype=dt, name=name)(x)

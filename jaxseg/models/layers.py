@@ -109,6 +109,41 @@ def conv(
     )
 
 
+def model_batch_norm(model: nn.Module, train: bool, name: str | None = None) -> nn.BatchNorm:
+    """:func:`batch_norm` configured by a model's ``bn_momentum``, ``bn_epsilon``,
+    ``frozen_batchnorm`` and ``dtype`` fields (every jaxseg model with BatchNorm has them).
+
+    Like any Flax layer built inside a compact ``__call__``, the layer belongs to the module whose
+    ``__call__`` is running (so ``name`` is its parameter path there), not to ``model``.
+    """
+    return batch_norm(
+        train,
+        momentum=model.bn_momentum,
+        epsilon=model.bn_epsilon,
+        frozen=model.frozen_batchnorm,
+        dtype=model.dtype,
+        name=name,
+    )
+
+
+def conv_bn_relu(
+    model: nn.Module,
+    x,
+    train: bool,
+    features: int,
+    kernel: int | tuple[int, int],
+    *,
+    name: str,
+    bn_name: str,
+    dilation: int = 1,
+    use_bias: bool = False,
+):
+    """``relu(BatchNorm(conv(x)))`` with :func:`conv` named ``name`` and :func:`model_batch_norm`
+    named ``bn_name`` (both in ``model.dtype``), for use inside ``model``'s compact ``__call__``."""
+    x = conv(features, kernel, dilation=dilation, use_bias=use_bias, dtype=model.dtype, name=name)(x)
+    return nn.relu(model_batch_norm(model, train, name=bn_name)(x))
+
+
 def bilinear_kernel(size: int, channels: int) -> np.ndarray:
     """The fixed bilinear-interpolation kernel FCN uses to initialise its deconvolutions.
 
@@ -266,7 +301,9 @@ def finish_logits(logits, image_size, logits_stride: bool):
 
 __all__ = [
     "batch_norm",
+    "model_batch_norm",
     "conv",
+    "conv_bn_relu",
     "ConvTranspose",
     "PReLU",
     "bilinear_kernel",

@@ -31,6 +31,7 @@ the 1000-way classifier): ResNet-18 11,176,512; ResNet-50 23,508,032; ResNet-101
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,20 @@ STAGE_SIZES = {
 }
 
 
+def _add_shortcut(block, x, y, train: bool):
+    """``relu(y + shortcut(x))`` of a residual block (He et al. 2016, Sec. 3.3): the identity, or
+    with ``block.downsample`` the projection ``downsample_0`` (1x1 conv to
+    ``planes * expansion`` channels at the block's stride) followed by ``downsample_1`` (BN),
+    both created in ``block``'s compact ``__call__`` (torchvision's parameter names)."""
+    identity = x
+    if block.downsample:
+        identity = layers.conv(
+            block.planes * block.expansion, 1, stride=block.stride, dtype=block.dtype, name="downsample_0"
+        )(x)
+        identity = block.norm(train, name="downsample_1")(identity)
+    return nn.relu(y + identity)
+
+
 class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
@@ -59,15 +74,11 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        identity = x
         y = layers.conv(self.planes, 3, stride=self.stride, dilation=self.dilation, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(self.norm(train, name="bn1")(y))
         y = layers.conv(self.planes, 3, dilation=self.dilation, dtype=self.dtype, name="conv2")(y)
         y = self.norm(train, name="bn2")(y)
-        if self.downsample:
-            identity = layers.conv(self.planes, 1, stride=self.stride, dtype=self.dtype, name="downsample_0")(x)
-            identity = self.norm(train, name="downsample_1")(identity)
-        return nn.relu(y + identity)
+        return _add_shortcut(self, x, y, train)
 
 
 class Bottleneck(nn.Module):
@@ -82,7 +93,6 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        identity = x
         s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
         y = layers.conv(self.planes, 1, stride=s1, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(self.norm(train, name="bn1")(y))
@@ -90,10 +100,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(self.norm(train, name="bn2")(y))
         y = layers.conv(self.planes * 4, 1, dtype=self.dtype, name="conv3")(y)
         y = self.norm(train, name="bn3")(y)
-        if self.downsample:
-            identity = layers.conv(self.planes * 4, 1, stride=self.stride, dtype=self.dtype, name="downsample_0")(x)
-            identity = self.norm(train, name="downsample_1")(identity)
-        return nn.relu(y + identity)
+        return _add_shortcut(self, x, y, train)
 
 
 class ResNet(nn.Module):
@@ -142,14 +149,7 @@ class ResNet(nn.Module):
         if self.output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {self.output_stride}")
         block_kind, sizes = self._layout()
-        norm = lambda train, name: layers.batch_norm(  # noqa: E731
-            train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            frozen=self.frozen_batchnorm,
-            dtype=self.dtype,
-            name=name,
-        )
+        norm = functools.partial(layers.model_batch_norm, self)
         x = x.astype(self.dtype)
         x = layers.conv(layers.scaled(64, self.width), 7, stride=2, dtype=self.dtype, name="conv1")(x)
         x = nn.relu(norm(train, "bn1")(x))

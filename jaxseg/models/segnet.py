@@ -51,16 +51,9 @@ class SegNet(nn.Module):
         layers.check_images(images, "SegNet")
 
         def cbr(x, ch, name):
-            x = layers.conv(layers.scaled(ch, self.width), 3, use_bias=True, dtype=self.dtype, name=name)(x)
-            x = layers.batch_norm(
-                train,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon,
-                frozen=self.frozen_batchnorm,
-                dtype=self.dtype,
-                name=name + "_bn",
-            )(x)
-            return nn.relu(x)
+            return layers.conv_bn_relu(
+                self, x, train, layers.scaled(ch, self.width), 3, name=name, bn_name=name + "_bn", use_bias=True
+            )
 
         x = images.astype(self.dtype)
         pools = []

@@ -56,16 +56,7 @@ class UNet(nn.Module):
 
         def double_conv(x, ch, name):
             for k in range(2):
-                x = layers.conv(ch, 3, dtype=self.dtype, name=f"{name}_conv{k}")(x)
-                x = layers.batch_norm(
-                    train,
-                    momentum=self.bn_momentum,
-                    epsilon=self.bn_epsilon,
-                    frozen=self.frozen_batchnorm,
-                    dtype=self.dtype,
-                    name=f"{name}_bn{k}",
-                )(x)
-                x = nn.relu(x)
+                x = layers.conv_bn_relu(self, x, train, ch, 3, name=f"{name}_conv{k}", bn_name=f"{name}_bn{k}")
             return x
 
         x = images.astype(self.dtype)
