@@ -60,6 +60,20 @@ class DatasetInfo:
     synthetic: bool = False
 
 
+def _synthetic_info(name: str, class_names: tuple[str, ...]) -> DatasetInfo:
+    """Info of a synthetic dataset: its default split sizes, trained on ``train`` and evaluated on
+    ``validation``."""
+    return DatasetInfo(
+        name=name,
+        num_classes=len(class_names),
+        class_names=class_names,
+        splits={s: synthetic.DEFAULT_SIZES[name][f"num_{s}"] for s in ("train", "validation", "test")},
+        train_split="train",
+        eval_split="validation",
+        synthetic=True,
+    )
+
+
 _INFOS = {
     "voc2012_segmentation": DatasetInfo(
         name="voc2012_segmentation",
@@ -81,24 +95,8 @@ _INFOS = {
         category_names=cityscapes.CATEGORY_NAMES,
         class_to_category=cityscapes.TRAIN_ID_TO_CATEGORY,
     ),
-    "shapes": DatasetInfo(
-        name="shapes",
-        num_classes=len(synthetic.SHAPES_CLASS_NAMES),
-        class_names=synthetic.SHAPES_CLASS_NAMES,
-        splits={s: synthetic.DEFAULT_SIZES["shapes"][f"num_{s}"] for s in ("train", "validation", "test")},
-        train_split="train",
-        eval_split="validation",
-        synthetic=True,
-    ),
-    "circles": DatasetInfo(
-        name="circles",
-        num_classes=len(synthetic.CIRCLES_CLASS_NAMES),
-        class_names=synthetic.CIRCLES_CLASS_NAMES,
-        splits={s: synthetic.DEFAULT_SIZES["circles"][f"num_{s}"] for s in ("train", "validation", "test")},
-        train_split="train",
-        eval_split="validation",
-        synthetic=True,
-    ),
+    "shapes": _synthetic_info("shapes", synthetic.SHAPES_CLASS_NAMES),
+    "circles": _synthetic_info("circles", synthetic.CIRCLES_CLASS_NAMES),
 }
 
 

@@ -35,6 +35,30 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
+# The per-dataset fields of default_data_config, in the order they are set.
+_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "voc2012_segmentation": dict(
+        crop_size=(321, 321), scale_range=(0.5, 1.5), flip=True,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_pad_size=(512, 512),
+    ),
+    "cityscapes": dict(
+        crop_size=(512, 1024), scale_range=(0.5, 0.5), flip=False,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_pad_size=(1024, 2048),
+    ),
+    "shapes": dict(
+        crop_size=(64, 64), scale_range=(0.75, 1.25), flip=True,
+        mean=(127.5, 127.5, 127.5), std=(64.0, 64.0, 64.0), eval_pad_size=None,
+        options={"image_size": 64, "num_train": 256, "num_validation": 64, "seed": 0},
+    ),
+    "circles": dict(
+        crop_size=(50, 50), scale_range=(1.0, 1.0), flip=False,
+        # feature = (x - 127.5) / 31.875
+        mean=(127.5, 127.5, 127.5), std=(31.875, 31.875, 31.875), eval_pad_size=None,
+        options={"image_size": 50, "num_train": 10, "num_validation": 10, "seed": 0},
+    ),
+}
+
+
 def default_data_config(name: str) -> ml_collections.ConfigDict:
     """A complete data config for ``name`` (the fields of the contract, plus pipeline knobs).
 
@@ -57,32 +81,8 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
     c.options = {}
     c.num_parallel_calls = -1  # tf.data.AUTOTUNE
     c.prefetch = 2
-    if name == "voc2012_segmentation":
-        c.crop_size = (321, 321)
-        c.scale_range = (0.5, 1.5)
-        c.flip = True
-        c.mean, c.std = IMAGENET_MEAN, IMAGENET_STD
-        c.eval_pad_size = (512, 512)
-    elif name == "cityscapes":
-        c.crop_size = (512, 1024)
-        c.scale_range = (0.5, 0.5)
-        c.flip = False
-        c.mean, c.std = IMAGENET_MEAN, IMAGENET_STD
-        c.eval_pad_size = (1024, 2048)
-    elif name == "shapes":
-        c.crop_size = (64, 64)
-        c.scale_range = (0.75, 1.25)
-        c.flip = True
-        c.mean, c.std = (127.5, 127.5, 127.5), (64.0, 64.0, 64.0)
-        c.eval_pad_size = None
-        c.options = {"image_size": 64, "num_train": 256, "num_validation": 64, "seed": 0}
-    else:  # circles
-        c.crop_size = (50, 50)
-        c.scale_range = (1.0, 1.0)
-        c.flip = False
-        c.mean, c.std = (127.5, 127.5, 127.5), (31.875, 31.875, 31.875)  # feature = (x - 127.5) / 31.875
-        c.eval_pad_size = None
-        c.options = {"image_size": 50, "num_train": 10, "num_validation": 10, "seed": 0}
+    for key, value in _DATASET_DEFAULTS[name].items():
+        setattr(c, key, value)
     return c
 
 
@@ -113,14 +113,13 @@ def _hosts(global_batch_size: int, process_index: int | None, process_count: int
     return p, n, global_batch_size // n
 
 
+def _location_and_options(cfg) -> dict:
+    """Keyword arguments locating a config's dataset: ``data_dir``, ``manual_dir`` and its options."""
+    return dict(data_dir=_get(cfg, "data_dir"), manual_dir=_get(cfg, "manual_dir"), **_options(cfg))
+
+
 def _source(cfg, split_key: str) -> datasets.Source:
-    return datasets.get_source(
-        cfg["name"],
-        cfg[split_key],
-        data_dir=_get(cfg, "data_dir"),
-        manual_dir=_get(cfg, "manual_dir"),
-        **_options(cfg),
-    )
+    return datasets.get_source(cfg["name"], cfg[split_key], **_location_and_options(cfg))
 
 
 def make_schedule(data_config, seed: int):
@@ -128,13 +127,7 @@ def make_schedule(data_config, seed: int):
     cfg = data_config
     source = _source(cfg, "train_split")
     if _get(cfg, "equibatch", False):
-        stats = statistics.split_statistics(
-            cfg["name"],
-            cfg["train_split"],
-            data_dir=_get(cfg, "data_dir"),
-            manual_dir=_get(cfg, "manual_dir"),
-            **_options(cfg),
-        )
+        stats = statistics.split_statistics(cfg["name"], cfg["train_split"], **_location_and_options(cfg))
         return equibatch.EquibatchSchedule(stats.image_class_presence, seed)
     return equibatch.EpochSchedule(source.num_examples, seed)
 
