@@ -69,15 +69,19 @@ def _check_dtypes(name: str, logits: Any, labels: Any) -> None:
             f"dtype {labels.dtype}; cast them with labels.astype(jnp.int32)")
 
 
+def _check_label_rank(name: str, labels: Any) -> None:
+    if labels.ndim != 3:
+        raise ValueError(
+            f"{name}: labels must have rank 3 [B, H, W], got shape {tuple(labels.shape)}")
+
+
 def _check_multiclass(name: str, logits: Any, labels: Any) -> tuple[Any, Any]:
     logits, labels = _as_array(logits), _as_array(labels)
     if logits.ndim != 4:
         raise ValueError(
             f"{name}: logits must have rank 4 [B, H, W, C] (channels last), got shape "
             f"{tuple(logits.shape)}")
-    if labels.ndim != 3:
-        raise ValueError(
-            f"{name}: labels must have rank 3 [B, H, W], got shape {tuple(labels.shape)}")
+    _check_label_rank(name, labels)
     if tuple(logits.shape[:3]) != tuple(labels.shape):
         raise ValueError(
             f"{name}: labels shape {tuple(labels.shape)} does not match the logits shape "
@@ -96,9 +100,7 @@ def _check_binary(name: str, logits: Any, labels: Any) -> tuple[Any, Any]:
         raise ValueError(
             f"{name}: logits of a binary loss must have rank 3 [B, H, W] (or [B, H, W, 1]), got "
             f"shape {tuple(logits.shape)}")
-    if labels.ndim != 3:
-        raise ValueError(
-            f"{name}: labels must have rank 3 [B, H, W], got shape {tuple(labels.shape)}")
+    _check_label_rank(name, labels)
     if tuple(logits.shape) != tuple(labels.shape):
         raise ValueError(
             f"{name}: labels shape {tuple(labels.shape)} does not match the logits shape "
