@@ -1,6 +1,5 @@
 """Evaluation: multi-scale + flip prediction, padded batches, confusion, tables, baseline."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -16,7 +16,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 STEP_WORKER = textwrap.dedent(r'''
 import json, sys
