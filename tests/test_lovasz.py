@@ -246,6 +246,20 @@ def test_lovasz_softmax_edge_cases(small_batch):
   assert float(lovasz_softmax(logits, np.full_like(labels, 255), classes="present")) == 0.0
 
 
+def test_non_finite_logits_give_a_non_finite_loss(small_batch):
+  """A diverged network must show in its loss, although the sort keys are integers."""
+  logits, labels = small_batch
+  bad = logits.copy()
+  bad[0, 3, 3, 1] = np.nan
+  assert np.isnan(float(lovasz_softmax(bad, labels)))
+  assert np.isnan(float(lovasz_softmax(bad, labels, per_image=True)))
+  assert np.isnan(float(lovasz_hinge(bad[..., 1], (labels == 1).astype(np.int32))))
+  # A NaN on a void pixel takes no part, like everything else there.
+  void = labels.copy()
+  void[0, 3, 3] = 255
+  assert np.isfinite(float(lovasz_softmax(bad, void)))
+
+
 def test_lovasz_softmax_bfloat16_and_huge_logits(small_batch):
   logits, labels = small_batch
   f32 = lovasz_softmax(logits, labels)

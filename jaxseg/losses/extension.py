@@ -177,7 +177,13 @@ def _row_extension(errors, ground_truth, valid, weights, *, with_grad):
         return value, grad
       return run
 
-    return lax.switch(bucket, [branch(size) for size in sizes], compacted, weights)
+    result = lax.switch(bucket, [branch(size) for size in sizes], compacted, weights)
+  # The integer keys cannot hold a NaN (or an infinity's arithmetic): let a non-finite valid error
+  # make the value non-finite, so that a diverged run shows in its loss.
+  poison = jnp.sum(jnp.where(valid, errors, 0.0)) * 0.0
+  if with_grad:
+    return result[0] + poison, result[1]
+  return result + poison
 
 
 def _row_sorted(errors, ground_truth, valid, weights):
