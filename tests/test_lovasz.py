@@ -246,6 +246,17 @@ def test_lovasz_softmax_edge_cases(small_batch):
   assert float(lovasz_softmax(logits, np.full_like(labels, 255), classes="present")) == 0.0
 
 
+def test_labels_outside_the_classes_are_void_and_ignore_index_is_honoured(small_batch):
+  logits, labels = small_batch
+  out_of_range = labels.copy()
+  out_of_range[labels == 255] = 17
+  np.testing.assert_allclose(lovasz_softmax(logits, out_of_range), lovasz_softmax(logits, labels))
+  relabelled = np.where(labels == 255, 3, labels)  # now class 0 is the void label
+  np.testing.assert_allclose(
+      lovasz_softmax(logits, relabelled, ignore_index=0, classes="all"),
+      ref.lovasz_softmax(logits, relabelled, classes="all", ignore_index=0), rtol=1e-5)
+
+
 def test_non_finite_logits_give_a_non_finite_loss(small_batch):
   """A diverged network must show in its loss, although the sort keys are integers."""
   logits, labels = small_batch

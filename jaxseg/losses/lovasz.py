@@ -52,6 +52,11 @@ def _check_scores(logits, labels, name, *, channels: bool):
   return logits, labels
 
 
+def _valid_labels(labels, num_classes, ignore_index):
+  """Pixels that take part: a class id in ``[0, C)`` other than ``ignore_index``."""
+  return (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
+
+
 def _class_selection(classes, num_classes, present):
   """Boolean ``[..., C]`` mask of the selected classes and whether absent ones are costed."""
   if isinstance(classes, str):
@@ -97,8 +102,8 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
 
   Args:
     logits: ``[B, H, W, C]`` scores (or probabilities with ``from_logits=False``); any float dtype.
-    labels: ``[B, H, W]`` int class ids in ``[0, C)``, or ``ignore_index`` for void pixels. Other
-      values count as valid pixels of no class (validate labels in the input pipeline).
+    labels: ``[B, H, W]`` int class ids in ``[0, C)``, or ``ignore_index`` for void pixels. Any
+      other value is void too, as in the other losses (``jaxseg.data`` rejects such labels).
     classes: ``"present"`` (classes with a ground-truth pixel, in the batch or the image),
       ``"all"`` (absent classes cost their largest error) or a sequence of class ids.
     per_image: average per-image losses instead of one batch-level loss.
@@ -127,7 +132,7 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
   else:  # rows = classes, each over every pixel of the batch
     rows = probs.reshape(-1, num_classes).T
     row_labels = labels.reshape(1, -1)
-  valid = row_labels != ignore_index                                          # [G, P]
+  valid = _valid_labels(row_labels, num_classes, ignore_index)                # [G, P]
   present = jnp.any((row_labels[:, :, None] == jnp.arange(num_classes)) & valid[:, :, None],
                     axis=1)                                                    # [G, C]
   selected = _class_selection(classes, num_classes, present)
@@ -146,7 +151,8 @@ def _softmax_row(probs_rows, labels, r, *, num_classes, ignore_index):
   foreground = image_labels == r % num_classes
   p = probs_rows[r]
   target = foreground.astype(jnp.float32)
-  return jnp.abs(target - p), foreground, image_labels != ignore_index, None, jnp.sign(p - target)
+  valid = _valid_labels(image_labels, num_classes, ignore_index)
+  return jnp.abs(target - p), foreground, valid, None, jnp.sign(p - target)
 
 
 def _hinge_errors(margins, variant):
@@ -165,8 +171,8 @@ def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index):
   batch = labels.shape[0]
   labels = labels.reshape(batch, -1)
   errors = errors_fn(scores.reshape(batch, -1).astype(jnp.float32), labels)
-  valid = labels != ignore_index
-  foreground = (labels == 1) & valid
+  valid = _valid_labels(labels, 2, ignore_index)
+  foreground = labels == 1
   if not per_image:
     errors, foreground, valid = (x.reshape(1, -1) for x in (errors, foreground, valid))
   present = jnp.any(foreground, axis=-1)
