@@ -162,6 +162,30 @@ def test_increments_exact_on_a_long_sort():
   assert np.median(rel_alg1) > 1e-3
 
 
+@pytest.mark.parametrize("num_relevant", [1, 624, 625, 626, 2500, 2501, 9999, 10000])
+def test_bucketed_sort_at_every_bucket_boundary(num_relevant):
+  """Rows of 10000 pixels sort the relevant keys in a bucket of 625, 2500 or 10000; the value
+  and the gradient must not depend on which one (boundaries on both sides)."""
+  p = 10000
+  rng = np.random.default_rng(num_relevant)
+  num_positive = min(num_relevant, 50)
+  errors = rng.uniform(0.0, 0.3, p).astype(np.float32)  # irrelevant negatives: below 0.3
+  gt = np.zeros(p, bool)
+  gt[:num_positive] = True
+  errors[:num_positive] = rng.uniform(0.3, 1.0, num_positive)
+  # Relevant negatives: above the smallest ground-truth error (no ties, so one gradient).
+  errors[num_positive:num_relevant] = rng.uniform(errors[:num_positive].min() + 1e-6, 1.0,
+                                                  num_relevant - num_positive)
+  perm = rng.permutation(p)
+  errors, gt = errors[perm], gt[perm]
+  value, grad = jax.value_and_grad(lambda e: lovasz_extension(e, gt))(errors)
+  np.testing.assert_allclose(value, ref.extension(errors, gt), rtol=1e-5)
+  order = np.argsort(-errors, kind="stable")
+  want = np.zeros(p)
+  want[order] = ref.lovasz_grad(gt[order])
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-9)
+
+
 def test_extension_checks_shapes_and_dtypes():
   with pytest.raises(ValueError, match="ground_truth shape"):
     lovasz_extension(jnp.ones((3, 4)), jnp.ones((3, 5), bool))

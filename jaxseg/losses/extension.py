@@ -60,7 +60,7 @@ _INDEX_BITS = 31
 
 
 def _bucket_sizes(num_pixels):
-  """Static sort sizes for one row: P, P/4, P/16, ... down to about 2048, ascending."""
+  """Static sort sizes for one row, ascending: P, P/4, P/16, ... until one is at most 2048."""
   sizes = [num_pixels]
   while sizes[-1] > 2048:
     sizes.append(-(-sizes[-1] // 4))
