@@ -186,6 +186,29 @@ def test_bucketed_sort_at_every_bucket_boundary(num_relevant):
   np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize("num_relevant", [626, 2501])
+def test_weighted_extension_on_a_long_row_matches_float64(num_relevant):
+  p = 10000
+  rng = np.random.default_rng(num_relevant)
+  errors = rng.uniform(0.0, 0.3, p).astype(np.float32)
+  gt = np.zeros(p, bool)
+  gt[:40] = True
+  errors[:40] = rng.uniform(0.3, 1.0, 40)
+  errors[40:num_relevant] = rng.uniform(errors[:40].min() + 1e-6, 1.0, num_relevant - 40)
+  weights = rng.uniform(0.1, 5.0, p).astype(np.float32)
+  value, grad = jax.value_and_grad(lambda e: lovasz_extension(e, gt, weights=weights))(errors)
+  order = np.argsort(-errors.astype(np.float64), kind="stable")
+  w, d = weights[order].astype(np.float64), gt[order]
+  inter = w[d].sum() - np.cumsum(w * d)
+  union = w[d].sum() + np.cumsum(w * ~d)
+  jac = 1 - inter / union
+  g = np.concatenate([jac[:1], np.diff(jac)])
+  np.testing.assert_allclose(value, np.dot(errors[order], g), rtol=1e-5)
+  want = np.zeros(p)
+  want[order] = g
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-9)
+
+
 def test_extension_checks_shapes_and_dtypes():
   with pytest.raises(ValueError, match="ground_truth shape"):
     lovasz_extension(jnp.ones((3, 4)), jnp.ones((3, 5), bool))
