@@ -1,10 +1,12 @@
 """Input pipelines: Pascal VOC 2012 + SBD and Cityscapes (TFDS builders over the official
-archives), the synthetic ``shapes`` and ``circles`` datasets, augmentation, equibatch sampling,
-split statistics, and the training / evaluation iterators the trainer uses.
+archives), the synthetic ``shapes`` and ``circles`` datasets, augmentation, equibatch and
+class-balanced sampling, split statistics, and the training / evaluation iterators the trainer
+uses.
 
 TensorFlow runs on the host only (it is hidden from the GPUs at import).
 """
 
+from jaxseg.data.class_balanced import ClassBalancedSchedule
 from jaxseg.data.datasets import (
     NAMES,
     DatasetInfo,
@@ -29,6 +31,7 @@ from jaxseg.data.synthetic import CirclesData, circles
 __all__ = [
     "NAMES",
     "CirclesData",
+    "ClassBalancedSchedule",
     "DatasetInfo",
     "EpochSchedule",
     "EquibatchSchedule",

@@ -30,13 +30,18 @@ _EQUI_TAG = 0x65717569  # "equi"
 
 
 class EpochSchedule:
-    """``g -> (example index, -1)``: epoch-wise permutations of ``num_examples`` examples."""
+    """``g -> (example index, -1)``: epoch-wise permutations of ``num_examples`` examples.
 
-    def __init__(self, num_examples: int, seed: int):
+    ``tag`` names an independent stream of permutations for the same seed (other schedules use
+    their own tag for each pool of images they permute).
+    """
+
+    def __init__(self, num_examples: int, seed: int, *, tag: int = _PERM_TAG):
         if num_examples < 1:
             raise ValueError(f"cannot sample from an empty split (num_examples={num_examples})")
         self.num_examples = int(num_examples)
         self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self.tag = int(tag)
         self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -44,7 +49,7 @@ class EpochSchedule:
         with self._lock:
             perm = self._perms.get(epoch)
             if perm is None:
-                rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.seed >> 32, _PERM_TAG, int(epoch)])
+                rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.seed >> 32, self.tag, int(epoch)])
                 perm = rng.permutation(self.num_examples)
                 self._perms[epoch] = perm
                 while len(self._perms) > 4:

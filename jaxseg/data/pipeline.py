@@ -3,8 +3,8 @@
 ``create_train_iterator`` yields, for this host, its slice of the global batch at every step:
 the global batch at step ``k`` holds the global samples ``g = k*B .. k*B + B - 1``; host ``p`` of
 ``P`` takes ``g = k*B + p*b + j`` for ``j < b = B / P``. Sample ``g`` is fully determined by
-``(seed, g)``: its example (epoch permutation or equibatch cycle, :mod:`jaxseg.data.equibatch`)
-and its augmentation (stateless RNG keyed by ``(seed, g)``, :mod:`jaxseg.data.augment`). Hence the
+``(seed, g)``: its example (epoch permutation or equibatch cycle, :mod:`jaxseg.data.equibatch`,
+or class-balanced batches for one class, :mod:`jaxseg.data.class_balanced`) and its augmentation (stateless RNG keyed by ``(seed, g)``, :mod:`jaxseg.data.augment`). Hence the
 batch at step ``k`` is a pure function of ``(seed, k)``, a run restarted with ``start_step=k``
 yields exactly what an uninterrupted run yields from step ``k`` on, the hosts read disjoint
 samples, and the global batch does not depend on the number of hosts.
@@ -29,7 +29,7 @@ except RuntimeError:
 
 import ml_collections  # noqa: E402
 
-from jaxseg.data import augment, datasets, equibatch, statistics  # noqa: E402
+from jaxseg.data import augment, class_balanced, datasets, equibatch, statistics  # noqa: E402
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -69,6 +69,11 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
       eval at native resolution padded to 1024 x 2048.
     * ``shapes``: 64 x 64 images, 256 train / 64 validation, crop 64, scale [0.75, 1.25], flip.
     * ``circles``: the Sec. 4.1 data (10 images 50 x 50), no augmentation.
+
+    Sampling: ``equibatch`` (cycle over the classes, SPEC.md §1) or ``class_balanced`` with
+    ``class_id >= 0`` (every global batch holds ``round(fraction * B)`` images containing
+    ``class_id`` and the rest without it, :mod:`jaxseg.data.class_balanced`; ``class_id = -1``,
+    the default, is off); otherwise epoch-wise permutations.
     """
     info = datasets.dataset_info(name)
     c = ml_collections.ConfigDict()
@@ -78,6 +83,7 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
     c.data_dir = None
     c.manual_dir = None
     c.equibatch = False
+    c.class_balanced = ml_collections.ConfigDict({"class_id": -1, "fraction": 0.5})
     c.options = {}
     c.num_parallel_calls = -1  # tf.data.AUTOTUNE
     c.prefetch = 2
@@ -122,10 +128,36 @@ def _source(cfg, split_key: str) -> datasets.Source:
     return datasets.get_source(cfg["name"], cfg[split_key], **_location_and_options(cfg))
 
 
-def make_schedule(data_config, seed: int):
-    """The sampling schedule ``g -> (example index, target class)`` of a training config."""
+def _class_balanced(cfg) -> tuple[int, float] | None:
+    """``(class_id, fraction)`` of ``cfg.class_balanced``, or None where it is off."""
+    cb = _get(cfg, "class_balanced")
+    if cb is None:
+        return None
+    class_id = int(_get(cb, "class_id", -1))
+    if class_id < 0:
+        return None
+    return class_id, float(_get(cb, "fraction", 0.5))
+
+
+def make_schedule(data_config, seed: int, *, global_batch_size: int | None = None):
+    """The sampling schedule ``g -> (example index, target class)`` of a training config.
+
+    ``global_batch_size`` is needed by (only) the class-balanced schedule, which balances each
+    global batch.
+    """
     cfg = data_config
     source = _source(cfg, "train_split")
+    balanced = _class_balanced(cfg)
+    if balanced is not None:
+        if _get(cfg, "equibatch", False):
+            raise ValueError("data.equibatch and data.class_balanced (class_id >= 0) are two different "
+                             "samplers: enable only one of them.")
+        if global_batch_size is None:
+            raise ValueError("data.class_balanced balances each global batch: make_schedule needs global_batch_size.")
+        class_id, fraction = balanced
+        stats = statistics.split_statistics(cfg["name"], cfg["train_split"], **_location_and_options(cfg))
+        return class_balanced.ClassBalancedSchedule(
+            stats.image_class_presence, class_id, global_batch_size, seed, fraction=fraction)
     if _get(cfg, "equibatch", False):
         stats = statistics.split_statistics(cfg["name"], cfg["train_split"], **_location_and_options(cfg))
         return equibatch.EquibatchSchedule(stats.image_class_presence, seed)
@@ -147,7 +179,7 @@ def train_dataset(
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     source = _source(cfg, "train_split")
-    schedule = make_schedule(cfg, seed)
+    schedule = make_schedule(cfg, seed, global_batch_size=global_batch_size)
     ignore = datasets.dataset_info(cfg["name"]).ignore_index
     aug_kwargs = dict(
         crop_size=augment.as_hw(tuple(cfg["crop_size"]) if not isinstance(cfg["crop_size"], int) else cfg["crop_size"]),
