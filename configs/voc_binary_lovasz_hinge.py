@@ -6,13 +6,16 @@ person): start from the 21-class cross-entropy DeepLab-v2 (``--config.init_from.
 runs/voc_ce``); its 21-way ASPP classifier becomes a one-logit head initialised as the class's
 classifier minus the background's (``W_c - W_0``, ``b_c - b_0`` in each of the four ASPP
 branches, so the initial binary score equals the multi-class logit margin ``F_c - F_0``); labels
-are ``[y == c]`` (void kept); loss: the per-image Lovász hinge; SGD with learning rate 5e-4 for
-one epoch, then 1e-4 for the second. An epoch is ``config.steps_per_epoch`` steps: set it to
-``ceil(2 n_c / batch_size)`` with ``n_c`` the training images that contain class ``c``.
+are ``[y == c]`` (void kept; the trainer maps them, ``config.binary_class``); loss: the per-image
+Lovász hinge; SGD with learning rate 5e-4 for one epoch, then 1e-4 for the second. An epoch is
+``config.steps_per_epoch`` steps: set it to ``ceil(2 n_c / batch_size)`` with ``n_c`` the training
+images that contain class ``c``.
 
-The paper samples batches in which half the images contain the class; the data pipeline samples
-uniformly (or by equibatch over all classes), so this is approximated with
-``data.equibatch = True`` (every class, hence ``c``, appears at least once per 21 crops).
+Batches as in the paper, "half of the images contain the class": ``data.class_balanced``
+(:mod:`jaxseg.data.class_balanced`) makes every global batch of 10 hold exactly 5 images that
+contain ``c``, each cropped around a pixel of ``c``, and 5 images without ``c``. The positives
+follow epoch-wise permutations of the ``n_c`` images with ``c``, so one epoch of
+``ceil(2 n_c / 10)`` steps shows each of them once.
 """
 
 import ml_collections
@@ -24,8 +27,9 @@ def get_config(class_index: str = "15") -> ml_collections.ConfigDict:
   c_idx = int(class_index)
   if not 1 <= c_idx <= 20:
     raise ValueError(f"class index must be a VOC foreground class in [1, 20], got {c_idx}.")
-  c = deeplabv2_voc_config({"name": "lovasz_hinge", "kwargs": {"per_image": True}},
-                           equibatch=True)
+  c = deeplabv2_voc_config({"name": "lovasz_hinge", "kwargs": {"per_image": True}})
+  c.data.class_balanced.class_id = c_idx
+  c.data.class_balanced.fraction = 0.5
   c.num_classes = 1
   c.binary_class = c_idx
   c.steps_per_epoch = 1000
