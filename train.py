@@ -24,10 +24,17 @@ from ml_collections import config_flags  # noqa: E402  pylint: disable=g-import-
 FLAGS = flags.FLAGS
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-config_flags.DEFINE_config_file(
-    "config", default=os.path.join(_HERE, "configs", "default.py"),
-    help_string="Training configuration file (a Python file with get_config()).",
-    lock_config=True)
+try:
+  # ml_collections applies the --config.<field> overrides here, while defining the flag.
+  config_flags.DEFINE_config_file(
+      "config", default=os.path.join(_HERE, "configs", "default.py"),
+      help_string="Training configuration file (a Python file with get_config()).",
+      lock_config=True)
+except (AttributeError, KeyError) as e:
+  # A --config.<field> override that names no field of the config: say so without a traceback.
+  inner = e.args[0] if e.args else e
+  text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+  sys.exit(f"ERROR: a --config override names a field the config does not have: {text}")
 flags.DEFINE_string("workdir", "./workdir", "Directory for checkpoints, logs and figures.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"],
                   "train: train (resuming from the workdir) and evaluate; eval: evaluate the "
