@@ -407,6 +407,26 @@ def test_lovasz_softmax_fuzz_finite(scale, void, dtype, per_image, seed):
   assert 0.0 <= float(v) <= 1.0 + 1e-6
 
 
+@settings(max_examples=20, deadline=None)
+@given(scale=st.sampled_from([1e-3, 1.0, 1e4]),
+       void=st.sampled_from([0.0, 0.9, 1.0]),
+       dtype=st.sampled_from(["float32", "bfloat16"]),
+       seed=st.integers(0, 2**16))
+def test_lovasz_hinge_and_sigmoid_fuzz_finite(scale, void, dtype, seed):
+  rng = np.random.default_rng(seed)
+  logits = jnp.asarray(rng.normal(size=(2, 3, 4)) * scale, dtype)
+  labels = rng.integers(0, 2, (2, 3, 4)).astype(np.int32)
+  labels[rng.random(labels.shape) < void] = 255
+  for fn in _fuzz_binary:
+    v, g = fn(logits, labels)
+    assert np.isfinite(float(v)) and np.all(np.isfinite(np.asarray(g, np.float32)))
+
+
+_fuzz_binary = [
+    jax.jit(jax.value_and_grad(lovasz_hinge)),
+    jax.jit(jax.value_and_grad(lambda x, y: lovasz_sigmoid(x, y, from_logits=True))),
+]
+
 _fuzz_value_and_grad = {
     pi: jax.jit(jax.value_and_grad(lambda x, y, pi=pi: lovasz_softmax(x, y, per_image=pi)))
     for pi in (False, True)
