@@ -193,3 +193,19 @@ def test_config_fields():
     b = module.get_config("7")
     assert not b.data.equibatch
     assert (b.data.class_balanced.class_id, b.data.class_balanced.fraction, b.binary_class) == (7, 0.5, 7)
+
+
+def test_binary_labels_of_the_trainer_on_balanced_batches(run):
+    """The trainer's binary mapping (``config.binary_class``) keeps the balance: k images with
+    foreground 1, labels in {0, 1, 255}, void where the multi-class label is void."""
+    import ml_collections
+
+    from jaxseg.training.loop import label_fn_of
+
+    to_binary = label_fn_of(ml_collections.ConfigDict({"binary_class": run["c"]}), 255)
+    for b in run["batches"]:
+        y = to_binary(b["label"])
+        assert y.dtype == np.int32 and set(np.unique(y)) <= {0, 1, 255}
+        np.testing.assert_array_equal(y == 255, b["label"] == 255)
+        np.testing.assert_array_equal(y == 1, b["label"] == run["c"])
+        assert (y == 1).any(axis=(1, 2)).sum() == 3
