@@ -4,8 +4,8 @@
 the global batch at step ``k`` holds the global samples ``g = k*B .. k*B + B - 1``; host ``p`` of
 ``P`` takes ``g = k*B + p*b + j`` for ``j < b = B / P``. Sample ``g`` is fully determined by
 ``(seed, g)``: its example (epoch permutation or equibatch cycle, :mod:`jaxseg.data.equibatch`,
-or class-balanced batches for one class, :mod:`jaxseg.data.class_balanced`) and its augmentation (stateless RNG keyed by ``(seed, g)``, :mod:`jaxseg.data.augment`). Hence the
-batch at step ``k`` is a pure function of ``(seed, k)``, a run restarted with ``start_step=k``
+or class-balanced batches for one class, :mod:`jaxseg.data.class_balanced`) and its augmentation
+(stateless RNG keyed by ``(seed, g)``, :mod:`jaxseg.data.augment`). Hence the batch at step ``k`` is a pure function of ``(seed, k)``, a run restarted with ``start_step=k``
 yields exactly what an uninterrupted run yields from step ``k`` on, the hosts read disjoint
 samples, and the global batch does not depend on the number of hosts.
 
@@ -71,7 +71,7 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
     * ``circles``: the Sec. 4.1 data (10 images 50 x 50), no augmentation.
 
     Sampling: ``equibatch`` (cycle over the classes, SPEC.md §1) or ``class_balanced`` with
-    ``class_id >= 0`` (every global batch holds ``round(fraction * B)`` images containing
+    ``class_id >= 0`` (every global batch holds ``fraction * B`` rounded half up images containing
     ``class_id`` and the rest without it, :mod:`jaxseg.data.class_balanced`; ``class_id = -1``,
     the default, is off); otherwise epoch-wise permutations.
     """
@@ -153,7 +153,8 @@ def make_schedule(data_config, seed: int, *, global_batch_size: int | None = Non
             raise ValueError("data.equibatch and data.class_balanced (class_id >= 0) are two different "
                              "samplers: enable only one of them.")
         if global_batch_size is None:
-            raise ValueError("data.class_balanced balances each global batch: make_schedule needs global_batch_size.")
+            raise ValueError("data.class_balanced balances each global batch: make_schedule needs "
+                             "global_batch_size.")
         class_id, fraction = balanced
         stats = statistics.split_statistics(cfg["name"], cfg["train_split"], **_location_and_options(cfg))
         return class_balanced.ClassBalancedSchedule(
