@@ -5,9 +5,10 @@ the global batch at step ``k`` holds the global samples ``g = k*B .. k*B + B - 1
 ``P`` takes ``g = k*B + p*b + j`` for ``j < b = B / P``. Sample ``g`` is fully determined by
 ``(seed, g)``: its example (epoch permutation or equibatch cycle, :mod:`jaxseg.data.equibatch`,
 or class-balanced batches for one class, :mod:`jaxseg.data.class_balanced`) and its augmentation
-(stateless RNG keyed by ``(seed, g)``, :mod:`jaxseg.data.augment`). Hence the batch at step ``k`` is a pure function of ``(seed, k)``, a run restarted with ``start_step=k``
-yields exactly what an uninterrupted run yields from step ``k`` on, the hosts read disjoint
-samples, and the global batch does not depend on the number of hosts.
+(stateless RNG keyed by ``(seed, g)``, :mod:`jaxseg.data.augment`). Hence the batch at step
+``k`` is a pure function of ``(seed, k)``, a run restarted with ``start_step=k`` yields exactly
+what an uninterrupted run yields from step ``k`` on, the hosts read disjoint samples, and the
+global batch does not depend on the number of hosts.
 
 ``create_eval_iterator`` makes one pass over the split in a fixed order, whole images padded to a
 static size, the last global batch completed with filler examples (``example_mask`` False, label
