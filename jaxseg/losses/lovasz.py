@@ -57,13 +57,16 @@ def _valid_labels(labels, num_classes, ignore_index):
   return (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
 
 
-def _class_selection(classes, num_classes, present):
-  """Boolean ``[..., C]`` mask of the selected classes and whether absent ones are costed."""
+def _class_selection(classes, num_classes, present, class_ids):
+  """Boolean ``[..., K]`` mask of the selected classes among ``class_ids`` ``[K]``.
+
+  Ids at or above ``num_classes`` (padding) are never selected.
+  """
   if isinstance(classes, str):
     if classes == "present":
       return present
     if classes == "all":
-      return jnp.ones_like(present)
+      return jnp.broadcast_to(class_ids < num_classes, present.shape)
     raise ValueError(f"classes must be 'present', 'all' or a sequence of class ids, "
                      f"got {classes!r}")
   ids = tuple(int(c) for c in classes)
@@ -72,15 +75,11 @@ def _class_selection(classes, num_classes, present):
   bad = [c for c in ids if not 0 <= c < num_classes]
   if bad:
     raise ValueError(f"classes: ids {bad} are outside [0, {num_classes})")
-  chosen = jnp.zeros((num_classes,), bool).at[jnp.asarray(ids)].set(True)
-  return jnp.broadcast_to(chosen, present.shape)
+  return jnp.broadcast_to(jnp.isin(class_ids, jnp.asarray(ids)), present.shape)
 
 
-def _weighted_mean(values, selected, class_weights):
-  """``Σ_c w_c s_c L_c / Σ_c w_c s_c`` over the last axis, 0 where nothing is selected."""
-  weights = selected.astype(jnp.float32)
-  if class_weights is not None:
-    weights = weights * class_weights
+def _weighted_mean(values, weights):
+  """``Σ_c w_c L_c / Σ_c w_c`` over the last axis, 0 where no weight is positive."""
   total = jnp.sum(weights, axis=-1)
   safe = jnp.where(total > 0, total, 1.0)
   return jnp.where(total > 0, jnp.sum(weights * values, axis=-1) / safe, 0.0)
@@ -125,33 +124,68 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
   probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
   batch = labels.shape[0]
   probs = probs.reshape(batch, -1, num_classes)
-  labels = labels.reshape(batch, -1).astype(jnp.int32)
+  labels = labels.reshape(batch, -1)
   if per_image:  # rows (image, class), each over the pixels of its image
     rows = jnp.swapaxes(probs, 1, 2).reshape(batch * num_classes, -1)
     row_labels = labels
   else:  # rows = classes, each over every pixel of the batch
     rows = probs.reshape(-1, num_classes).T
     row_labels = labels.reshape(1, -1)
-  valid = _valid_labels(row_labels, num_classes, ignore_index)                # [G, P]
-  present = jnp.any((row_labels[:, :, None] == jnp.arange(num_classes)) & valid[:, :, None],
-                    axis=1)                                                    # [G, C]
-  selected = _class_selection(classes, num_classes, present)
+  values, weights = lovasz_softmax_class_losses(
+      rows, row_labels, jnp.arange(num_classes), num_classes=num_classes, classes=classes,
+      ignore_index=ignore_index, class_weights=class_weights)
+  return jnp.mean(_weighted_mean(values, weights))
+
+
+def lovasz_softmax_class_losses(prob_rows, labels, class_ids, *, num_classes: int,
+                                classes: str | Sequence[int] = "present",
+                                ignore_index: int = 255, class_weights=None):
+  """Per-class Lovász-Softmax losses of class-major probability rows, and their mean weights.
+
+  The building block of ``lovasz_softmax`` and of its sharded versions: row ``g K + k`` of
+  ``prob_rows`` holds the probabilities of class ``class_ids[k]`` over the pixels of group ``g``
+  (an image, or the whole batch), whose labels are ``labels[g]``.
+
+  Args:
+    prob_rows: ``[G K, P]`` float32 probabilities.
+    labels: ``[G, P]`` int labels.
+    class_ids: ``[K]`` int class of each row within a group; ids ``>= num_classes`` are padding
+      (never selected).
+    num_classes: ``C``.
+    classes, ignore_index, class_weights: as in ``lovasz_softmax``.
+
+  Returns:
+    ``(values, weights)``, both ``[G, K]`` float32: the Lovász extension of each selected class
+    (0 where not selected, without any work), and ``w_c`` for selected classes of groups with a
+    valid pixel (0 elsewhere), so that the loss of group ``g`` is
+    ``Σ_k w_gk L_gk / Σ_k w_gk``.
+  """
+  class_ids = jnp.asarray(class_ids, jnp.int32)
+  labels = labels.astype(jnp.int32)
+  valid = _valid_labels(labels, num_classes, ignore_index)                    # [G, P]
+  present = jnp.any((labels[:, :, None] == class_ids) & valid[:, :, None], axis=1)  # [G, K]
+  selected = _class_selection(classes, num_classes, present, class_ids)
   has_valid = jnp.any(valid, axis=-1, keepdims=True)                          # [G, 1]
   mode = jnp.where(selected & has_valid,
                    jnp.where(present, extension.SORT, extension.MAX_ERROR), extension.SKIP)
   row_fn = functools.partial(_softmax_row, num_classes=num_classes, ignore_index=ignore_index)
-  values = extension.extension_over_rows(row_fn, rows, row_labels, mode.reshape(-1))
-  losses = _weighted_mean(values.reshape(mode.shape), selected & has_valid, class_weights)
-  return jnp.mean(losses)
+  values = extension.extension_over_rows(row_fn, prob_rows, (labels, class_ids),
+                                         mode.reshape(-1)).reshape(mode.shape)
+  weights = (selected & has_valid).astype(jnp.float32)
+  if class_weights is not None:
+    padded = jnp.concatenate([class_weights, jnp.zeros((1,), jnp.float32)])
+    weights = weights * padded[jnp.minimum(class_ids, num_classes)]
+  return values, weights
 
 
-def _softmax_row(probs_rows, labels, r, *, num_classes, ignore_index):
-  """Row ``r`` = (image ``r // C``, class ``r % C``): errors ``|[y = c] - f(c)|`` and their sign."""
-  image_labels = labels[r // num_classes]
-  foreground = image_labels == r % num_classes
-  p = probs_rows[r]
+def _softmax_row(prob_rows, aux, r, *, num_classes, ignore_index):
+  """Row ``r`` = (group ``r // K``, class ``class_ids[r % K]``): errors ``|[y = c] - f(c)|``."""
+  labels, class_ids = aux
+  group_labels = labels[r // class_ids.shape[0]]
+  foreground = group_labels == class_ids[r % class_ids.shape[0]]
+  p = prob_rows[r]
   target = foreground.astype(jnp.float32)
-  valid = _valid_labels(image_labels, num_classes, ignore_index)
+  valid = _valid_labels(group_labels, num_classes, ignore_index)
   return jnp.abs(target - p), foreground, valid, None, jnp.sign(p - target)
 
 

@@ -8,18 +8,19 @@ all-gathering every error onto every device and repeating the same ``C`` sorts o
 
 :func:`lovasz_softmax_all_to_all` splits the work instead (``jax.shard_map`` over the mesh):
 
-1. each device computes the errors of its own images, ``[C', P_local]`` (classes padded to
-   ``C' = D ceil(C / D)`` with zero errors and no ground truth);
-2. one ``all_to_all`` re-shards them from the pixel axis onto the class axis: device ``d`` receives
-   the errors of classes ``d k ... d k + k - 1`` (``k = C' / D``) over the whole global batch,
+1. each device computes the probabilities of its own images, class-major ``[C', P_local]``
+   (classes padded to ``C' = D ceil(C / D)``; padding classes are never selected);
+2. one ``all_to_all`` re-shards them from the pixel axis onto the class axis: device ``d``
+   receives classes ``d k ... d k + k - 1`` (``k = C' / D``) over the whole global batch,
    ``[k, D P_local]``, in global pixel order; the labels (``int32``, one per pixel) are
-   all-gathered so each device builds its classes' ground truth and validity masks;
-3. each device evaluates the Lovász extension of its ``k`` classes with the library's
-   ``jaxseg.losses.lovasz.lovasz_extension`` (one sort per class, over the global batch);
+   all-gathered so each device builds its classes' errors and ground truth on the fly;
+3. each device evaluates its ``k`` classes with the library's
+   ``jaxseg.losses.lovasz.lovasz_softmax_class_losses`` (one sort per selected class over the
+   global batch; an unselected class costs nothing, an absent one under "all" a ``max``);
 4. the per-class losses and the count of selected classes are summed with ``psum``.
 
 Every device sorts ``k = C / D`` classes instead of ``C``; the communication is one all-to-all of
-the errors (each device sends and receives ``(D - 1) / D`` of its ``C' P_local`` floats) and one
+the probabilities (each device sends and receives ``(D - 1) / D`` of its ``C' P_local`` floats) and one
 all-gather of the labels. The result, and its gradient (JAX transposes the all-to-all), equal
 those of the plain batch-level ``lovasz_softmax`` on the unsharded batch: same per-class values,
 same mean over the selected classes, whatever ``D``.
@@ -31,30 +32,13 @@ from typing import Sequence, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxseg.losses.lovasz import lovasz_extension
+from jaxseg.losses.lovasz import lovasz_softmax_class_losses
 from jaxseg.training.mesh import DATA_AXIS
 
 Classes = Union[str, Sequence[int]]
-
-
-def _selection(class_ids: jax.Array, present: jax.Array, num_classes: int,
-               classes: Classes) -> jax.Array:
-  real = class_ids < num_classes
-  if isinstance(classes, str):
-    if classes == "present":
-      return real & present
-    if classes == "all":
-      return real
-    raise ValueError(f"classes must be 'present', 'all' or a sequence of class ids, got "
-                     f"{classes!r}.")
-  wanted = np.asarray(list(classes), np.int32)
-  if wanted.size and (wanted.min() < 0 or wanted.max() >= num_classes):
-    raise ValueError(f"class ids {wanted.tolist()} out of range [0, {num_classes}).")
-  return real & jnp.isin(class_ids, jnp.asarray(wanted))
 
 
 def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mesh,
@@ -87,24 +71,17 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
     probs = jax.nn.softmax(logits_l.astype(jnp.float32), axis=-1)
     probs = probs.reshape(-1, num_classes)                         # [p, C]
     lab = labels_l.reshape(-1).astype(jnp.int32)                   # [p]
-    valid = lab != ignore_index
-    onehot = lab[:, None] == jnp.arange(num_classes, dtype=jnp.int32)
-    errors = jnp.abs(onehot.astype(jnp.float32) - probs)
-    errors = jnp.where(valid[:, None], errors, 0.0)
-    errors = jnp.pad(errors.T, ((0, padded - num_classes), (0, 0)))  # [C', p]
+    rows = jnp.pad(probs.T, ((0, padded - num_classes), (0, 0)))    # [C', p]
     # Pixels -> classes: device d gets classes [d k, (d + 1) k) over all pixels, in global
     # (device-major) pixel order.
-    errors = lax.all_to_all(errors, axis_name, split_axis=0, concat_axis=1, tiled=True)
+    rows = lax.all_to_all(rows, axis_name, split_axis=0, concat_axis=1, tiled=True)
     all_labels = lax.all_gather(lab, axis_name, tiled=True)        # [D p]
-    first = lax.axis_index(axis_name) * per_dev
-    class_ids = first + jnp.arange(per_dev, dtype=jnp.int32)       # [k]
-    all_valid = all_labels != ignore_index
-    gt = all_labels[None, :] == class_ids[:, None]                 # [k, D p]
-    values = lovasz_extension(errors, gt, valid=jnp.broadcast_to(all_valid, gt.shape))
-    present = jnp.any(gt & all_valid[None, :], axis=1)
-    selected = _selection(class_ids, present, num_classes, classes)
-    total = lax.psum(jnp.sum(jnp.where(selected, values, 0.0)), axis_name)
-    count = lax.psum(jnp.sum(selected.astype(jnp.float32)), axis_name)
+    class_ids = lax.axis_index(axis_name) * per_dev + jnp.arange(per_dev, dtype=jnp.int32)
+    values, weights = lovasz_softmax_class_losses(
+        rows, all_labels[None], class_ids, num_classes=num_classes, classes=classes,
+        ignore_index=ignore_index)
+    total = lax.psum(jnp.sum(weights * values), axis_name)
+    count = lax.psum(jnp.sum(weights), axis_name)
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(axis_name), P(axis_name)),
