@@ -27,8 +27,9 @@ Engineering (the reasons behind the shape of this module):
 * One single-operand sort of packed int64 keys per row: the high word orders the errors (the
   bit pattern of a non-negative float32 orders like its value), bit 31 holds ``δ`` and the low 31
   bits the pixel index. The sorted errors and ``δ`` are read back from the keys, so the forward
-  pass needs no gather; XLA sorts a single integer operand far faster than an argsort with a
-  payload (and on GPUs with a radix sort).
+  pass needs no gather; XLA's CPU backend sorts a single integer operand far faster than an
+  argsort with a payload (measured: benchmarks/RESULTS.md); its GPU backend lowers such sorts to
+  a radix sort (not measured here: no GPU was available).
 * Only pixels that can matter are sorted: void pixels, and pixels outside the ground truth with
   an error below every ground-truth error, have a zero increment. The others are compacted to the
   front and the smallest of a few static bucket sizes that holds them is sorted.
