@@ -25,3 +25,16 @@ def compilation_cache(tmp_path_factory):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", old[2])
   cc.reset_cache()
+
+
+@pytest.fixture
+def x64():
+  """Global 64-bit mode on for one test, as a user's program sets it
+  (``jax.config.update("jax_enable_x64", True)``), and restored afterwards. JAX keys its
+  compilation caches on the flag, so functions jitted before are traced again."""
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", old)
