@@ -34,6 +34,10 @@ arrays (float64 results, any integer dtype: accumulate over a dataset in int64) 
 (float32 results, jittable). Functions of predictions and labels are jittable with static shapes.
 For streaming over an evaluation set, :func:`batch_statistics` computes the additive statistics of
 one batch (jittable) and :class:`MetricAccumulator` sums them on the host in int64 / float64.
+
+**Dtypes** do not depend on JAX's global 64-bit mode (``jax_enable_x64``): on JAX arrays, counts
+(confusion matrices, image counts) are int32 and scores and weights float32, with x64 on or off;
+NumPy confusion matrices give float64 NumPy scores.
 """
 
 from __future__ import annotations
@@ -174,8 +178,14 @@ def _nanmean(xp: Any, values: Any, axis: int = -1) -> Any:
     """Mean over the non-NaN entries; NaN when there is none (no warning)."""
     ok = ~xp.isnan(values)
     total = xp.sum(xp.where(ok, values, 0), axis=axis)
-    count = xp.sum(ok, axis=axis)
+    count = xp.sum(ok, axis=axis, dtype=xp.int32)  # (JAX's default would be int64 under x64)
     return _safe_ratio(xp, total, count)
+
+
+def _bincount(index: Any, length: int) -> Any:
+    """``jnp.bincount(index, length=length)`` in int32 (``jnp.bincount`` counts in the default
+    integer, int64 under x64); ``index`` is in ``[0, length)``."""
+    return jnp.zeros((length,), jnp.int32).at[index].add(1, mode="drop")
 
 
 def _float(xp: Any, x: Any) -> Any:
@@ -229,8 +239,8 @@ def confusion_matrix(
 def _confusion_core(predictions: Any, labels: Any, mask: Any, c: int, ignore_index: int) -> Any:
     counted, predictions, labels = _counted(predictions, labels, c, ignore_index, mask)
     index = jnp.where(counted, labels * c + predictions, c * c)
-    counts = jnp.bincount(index.reshape(-1), length=c * c + 1)
-    return counts[:c * c].reshape(c, c).astype(jnp.int32)
+    counts = _bincount(index.reshape(-1), c * c + 1)
+    return counts[:c * c].reshape(c, c)
 
 
 def check_labels(labels: Any, num_classes: int, *, ignore_index: int = 255,
@@ -354,7 +364,7 @@ def cityscapes_category_iou(cm: Any) -> Any:
 def _class_counts(predictions: Any, labels: Any, counted: Any, c: int) -> tuple[Any, Any, Any]:
     """(intersection, ground-truth count, prediction count), each int32 ``[C]``, of one image."""
     def count(values, keep):
-        return jnp.bincount(jnp.where(keep, values, c).reshape(-1), length=c + 1)[:c]
+        return _bincount(jnp.where(keep, values, c).reshape(-1), c + 1)[:c]
 
     hit = counted & (predictions == labels)
     return count(labels, hit), count(labels, counted), count(predictions, counted)
@@ -426,7 +436,7 @@ def batch_mean_iou(
     cm = confusion_matrix(predictions, labels, num_classes, ignore_index=ignore_index, mask=mask)
     iou = iou_from_confusion(cm)
     if classes == "present":
-        iou = jnp.where(jnp.sum(cm, axis=-1) > 0, iou, jnp.nan)
+        iou = jnp.where(jnp.sum(cm, axis=-1, dtype=jnp.int32) > 0, iou, jnp.nan)
     return _nanmean(jnp, iou)
 
 
@@ -438,8 +448,9 @@ def batch_mean_iou(
 def _same_value_counts(values: Any) -> Any:
     """For each entry of the 1-D ``values``, how many entries hold the same value (one sort)."""
     n = values.shape[0]
-    order = jnp.argsort(values)
-    sorted_values = values[order]
+    # a stable sort carrying int32 positions (jnp.argsort's are int64 under x64)
+    sorted_values, order = jax.lax.sort((values, jax.lax.iota(jnp.int32, n)), num_keys=1,
+                                        is_stable=True)
     starts = jnp.concatenate([jnp.ones((1,), bool), sorted_values[1:] != sorted_values[:-1]])
     run = jnp.cumsum(starts.astype(jnp.int32)) - 1
     run_length = jax.ops.segment_sum(jnp.ones((n,), jnp.int32), run, num_segments=n)
@@ -504,7 +515,7 @@ def _bounded_value_counts(values: Any, max_id: int) -> Any:
     """Like :func:`_same_value_counts` for values in ``[0, max_id]`` (others get 0): a bincount."""
     ok = (values >= 0) & (values <= max_id)
     index = jnp.where(ok, values, max_id + 1)
-    counts = jnp.bincount(index, length=max_id + 2)
+    counts = _bincount(index, max_id + 2)
     return jnp.where(ok, counts[index], 0)
 
 
@@ -652,7 +663,7 @@ def batch_statistics(
     stats = {
         "confusion": cm,
         "image_iou_sum": jnp.sum(jnp.where(has_pixels, image_miou, 0.0)),
-        "image_count": jnp.sum(has_pixels.astype(jnp.int32)),
+        "image_count": jnp.sum(has_pixels, dtype=jnp.int32),
     }
     if instances is not None:
         if mean_instance_size is None:

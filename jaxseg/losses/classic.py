@@ -14,8 +14,11 @@ Conventions shared by all losses of this module:
   :func:`jaxseg.metrics.check_labels` on the host to detect out-of-range labels.
 * **No valid pixel gives 0 with a zero gradient**, never NaN (and likewise a region loss with no
   selected class, and a weighted cross-entropy whose valid pixels all have weight 0).
-* **Precision.** The computation runs in ``promote_types(logits.dtype, float32)``: bfloat16 and
-  float16 logits are accumulated in float32 (float64 logits stay float64 when x64 is enabled).
+* **Precision.** The computation runs in ``promote_types(logits.dtype, float32)`` and every loss
+  returns a scalar of exactly that dtype: float32 for float16, bfloat16 and float32 logits, float64
+  for float64 logits (which exist only under JAX's global 64-bit mode, ``jax_enable_x64``); with
+  that mode on, float32 logits still give a float32 loss and integer counts stay int32. The
+  gradient has the logits' dtype.
   Logits of any magnitude (``|F| = 1e4``) give finite values and gradients: log-probabilities come
   from ``log_softmax``/``softplus``, never from ``log(softmax)``.
 * **Reduction.** The pixel losses (cross-entropy, focal, hinge, binary ones) are means over the
@@ -110,7 +113,9 @@ def _check_binary(name: str, logits: Any, labels: Any) -> tuple[Any, Any]:
 
 
 def _compute_dtype(dtype: Any) -> Any:
-    return jnp.promote_types(dtype, jnp.float32)
+    """``promote_types(dtype, float32)``, canonical: float64 only when x64 is enabled (NumPy
+    float64 logits without x64 compute in float32, as JAX would store them)."""
+    return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
 
 
 def _valid_labels(labels: Any, num_classes: int, ignore_index: int) -> tuple[Any, Any]:
@@ -148,7 +153,7 @@ def _per_class_vector(name: str, what: str, values: Any, num_classes: int, dtype
 
 def _mean_over_valid(name_values: Any, valid: Any) -> Any:
     total = jnp.sum(jnp.where(valid, name_values, 0))
-    count = jnp.sum(valid.astype(jnp.int32)).astype(name_values.dtype)
+    count = jnp.sum(valid, dtype=jnp.int32).astype(name_values.dtype)
     return _safe_div(total, count, 0.0)
 
 

@@ -27,10 +27,15 @@ Notation (channels last): logits ``F`` ``[..., C]``, integer labels ``y`` ``[...
 
       ℓ = (1/C) [ C * softplus(-(γ_y - ρ_y0)) + sum_{c != y} softplus(γ_c + ρ_0c) ]
 
-  averaged over the valid pixels. The offsets are constants. Each term's target is fixed by class
-  identity (the ground-truth class must have a positive shifted margin, every other class a
-  negative one); the authors' code derives the target from the sign of the shifted margin instead,
-  which flips it wherever ``ρ_y0 = 0``: this module follows the formula, not that quirk.
+  averaged over the valid pixels. The offsets are constants (kept in float64 on the host and cast
+  to the computation's dtype). Each term's target is fixed by class identity (the ground-truth
+  class must have a positive shifted margin, every other class a negative one); the authors' code
+  derives the target from the sign of the shifted margin instead, which flips it wherever
+  ``ρ_y0 = 0``: this module follows the formula, not that quirk.
+
+Precision: the loss computes in ``promote_types(logits.dtype, float32)`` and returns a scalar of
+that dtype (float32 for float16, bfloat16 and float32 logits, also under JAX's global 64-bit mode;
+float64 for float64 logits); its gradient has the logits' dtype.
 """
 
 from __future__ import annotations
@@ -173,14 +178,16 @@ def margin_calibration_loss(
     ``ℓ = (1/C) [ C softplus(-(γ_y - ρ_y0)) + Σ_{c≠y} softplus(γ_c + ρ_0c) ]`` per valid pixel.
 
     Args:
-      logits: ``[..., C]`` float logits (any float dtype; computed in float32), ``C >= 2``.
+      logits: ``[..., C]`` float logits, ``C >= 2``; computed in
+        ``promote_types(logits.dtype, float32)`` (float32, or float64 for float64 logits).
       labels: ``[...]`` integer labels in ``[0, C)`` or ``ignore_index``.
       rho_0i: ``[C]`` offsets ``ρ_0c`` (constants), see :func:`margin_offsets`.
       rho_i0: ``[C]`` offsets ``ρ_c0`` (constants).
       ignore_index: label value of void pixels; they take no part.
 
     Returns:
-      Scalar float32; 0 with zero gradient when no pixel is valid.
+      Scalar of the computation's dtype (float32, float64 for float64 logits); 0 with zero
+      gradient when no pixel is valid.
     """
     chex.assert_type(labels, int)
     if logits.ndim < 1 or logits.shape[:-1] != labels.shape:
@@ -190,8 +197,10 @@ def margin_calibration_loss(
     num_classes = logits.shape[-1]
     if num_classes < 2:
         raise ValueError(f"margin calibration needs C >= 2 classes, got logits {logits.shape}")
-    rho_0i = jnp.asarray(rho_0i, jnp.float32)
-    rho_i0 = jnp.asarray(rho_i0, jnp.float32)
+    # float64 only under x64 (NumPy float64 logits without it compute in float32)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(logits.dtype, jnp.float32))
+    rho_0i = jnp.asarray(rho_0i, dtype)
+    rho_i0 = jnp.asarray(rho_i0, dtype)
     if rho_0i.shape != (num_classes,) or rho_i0.shape != (num_classes,):
         raise ValueError(
             f"offsets must have shape [C]=({num_classes},), got rho_0i {rho_0i.shape}, "
@@ -200,17 +209,17 @@ def margin_calibration_loss(
     rho_0i = jax.lax.stop_gradient(rho_0i)
     rho_i0 = jax.lax.stop_gradient(rho_i0)
 
-    logits = logits.astype(jnp.float32)
+    logits = logits.astype(dtype)
     valid = labels != ignore_index
     safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
-    onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.float32)
+    onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=dtype)
     gamma = top2_margins(logits)
     positive = num_classes * jax.nn.softplus(-(gamma - rho_i0))  # ground-truth class term
     negative = jax.nn.softplus(gamma + rho_0i)  # every other class
     per_pixel = jnp.sum(jnp.where(onehot > 0, positive, negative), axis=-1) / num_classes
-    count = jnp.sum(valid)
+    count = jnp.sum(valid, dtype=jnp.int32)
     total = jnp.sum(jnp.where(valid, per_pixel, 0.0))
-    return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0).astype(jnp.float32)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(dtype), 0.0).astype(dtype)
 
 
 def _counts_from_split_statistics(statistics: Any) -> np.ndarray:
@@ -272,8 +281,9 @@ def build_margin_calibration(
         rho_0i, rho_i0 = margin_offsets(class_pixel_counts, tau=tau, upsilon=upsilon)
     elif rho_0i is None or rho_i0 is None:
         raise ValueError("margin_calibration: give both rho_0i and rho_i0")
-    rho_0i = np.asarray(rho_0i, np.float32)
-    rho_i0 = np.asarray(rho_i0, np.float32)
+    # float64 on the host: the loss casts them to its computation's dtype
+    rho_0i = np.asarray(rho_0i, np.float64)
+    rho_i0 = np.asarray(rho_i0, np.float64)
 
     def loss_fn(logits, labels):
         return margin_calibration_loss(

@@ -26,6 +26,11 @@ undefined IoU (0/0) and are left out; the loss is the mean of the surrogate over
 The surrogate is a Flax MLP, 4 hidden layers of 100 units by default (Sec. 4.1), with a smooth
 activation (the paper does not name one; softplus by default). It is fitted by mean squared error
 (Eq. 3) with :mod:`jaxseg.training.surrogate` and stored with :func:`save_surrogate`.
+
+Precision: features, targets, the surrogate's evaluation and the loss are computed in
+``promote_types(logits.dtype, float32)``: float32 for float16, bfloat16 and float32 logits (also
+under JAX's global 64-bit mode), float64 for float64 logits (the float32 parameters are then
+promoted). The loss is a scalar of that dtype; its gradient has the logits' dtype.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ FEATURE_KINDS = ("prob", "hinge")
 _FORMAT = "jaxseg.neuroiou_surrogate/1"
 
 
+def _compute_dtype(dtype: Any) -> Any:
+    """``promote_types(dtype, float32)``; float64 only when x64 is enabled."""
+    return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
+
+
 def _check_variant(kind: str, num_inputs: int) -> None:
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
@@ -85,16 +95,17 @@ def neuroiou_statistics(
     """Features, true IoU losses and kept-pair mask of every (image, class) pair.
 
     Args:
-      logits: ``[B, ..., C]`` float logits (computed in float32).
+      logits: ``[B, ..., C]`` float logits (computed in ``promote_types(logits.dtype, float32)``).
       labels: ``[B, ...]`` integer labels in ``[0, C)`` or ``ignore_index``.
       kind: ``"prob"`` (probability counts) or ``"hinge"`` (one-vs-rest hinge counts).
       num_inputs: 3 (normalised sums) or 6 (sums and set means).
       ignore_index: void label; void pixels take no part in any set or count.
 
     Returns:
-      ``features`` ``[B, C, num_inputs]`` float32 (differentiable w.r.t. ``logits`` through the
-      probabilities / hinge values only), ``targets`` ``[B, C]`` float32, the true IoU loss
-      ``1 - |TP| / (|TP| + |FP| + |FN|)`` from the hard counts (a constant; 0 where not kept), and
+      ``features`` ``[B, C, num_inputs]`` float32, float64 for float64 logits (differentiable
+      w.r.t. ``logits`` through the probabilities / hinge values only), ``targets`` ``[B, C]`` of
+      the same dtype, the true IoU loss ``1 - |TP| / (|TP| + |FP| + |FN|)`` from the hard counts
+      (a constant; 0 where not kept), and
       ``keep`` ``[B, C]`` bool, False for pairs absent from both ground truth and prediction.
     """
     _check_variant(kind, num_inputs)
@@ -105,13 +116,16 @@ def neuroiou_statistics(
             f"logits {logits.shape}, labels {labels.shape}"
         )
     batch, num_classes = logits.shape[0], logits.shape[-1]
-    logits = logits.astype(jnp.float32).reshape(batch, -1, num_classes)
+    dtype = _compute_dtype(logits.dtype)
+    logits = logits.astype(dtype).reshape(batch, -1, num_classes)
     labels = labels.reshape(batch, -1)
     valid = labels != ignore_index  # [B, P]
     safe = jnp.where(valid, labels, 0).astype(jnp.int32)
-    vf = valid[..., None].astype(jnp.float32)
-    gt = jax.nn.one_hot(safe, num_classes, dtype=jnp.float32) * vf  # [B, P, C]
-    pred = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.float32) * vf
+    vf = valid[..., None].astype(dtype)
+    gt = jax.nn.one_hot(safe, num_classes, dtype=dtype) * vf  # [B, P, C]
+    # lax.argmax: int32 indices (jnp.argmax's are int64 under x64), first maximum as jnp.argmax
+    hard = jax.lax.argmax(logits, 2, jnp.int32)
+    pred = jax.nn.one_hot(hard, num_classes, dtype=dtype) * vf
     tp = jax.lax.stop_gradient(gt * pred)
     fp = jax.lax.stop_gradient(pred - gt * pred)
     fn = jax.lax.stop_gradient(gt - gt * pred)
@@ -122,8 +136,8 @@ def neuroiou_statistics(
         sign = 2.0 * gt - 1.0
         values = jax.nn.relu(1.0 - sign * logits)
     sums = [jnp.einsum("bpc,bpc->bc", s, values) for s in (tp, fp, fn)]
-    counts = [jnp.sum(s > 0, axis=1, dtype=jnp.int32).astype(jnp.float32) for s in (tp, fp, fn)]
-    n_valid = jnp.maximum(jnp.sum(valid, axis=1), 1).astype(jnp.float32)[:, None]  # [B, 1]
+    counts = [jnp.sum(s > 0, axis=1, dtype=jnp.int32).astype(dtype) for s in (tp, fp, fn)]
+    n_valid = jnp.maximum(jnp.sum(valid, axis=1, dtype=jnp.int32), 1).astype(dtype)[:, None]
     feats = [s / n_valid for s in sums]
     if num_inputs == 6:
         feats += [s / jnp.maximum(n, 1.0) for s, n in zip(sums, counts)]
@@ -163,7 +177,7 @@ class NeuroIoUSurrogate(nn.Module):
                 f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
             )
         act = ACTIVATIONS[self.activation]
-        x = x.astype(jnp.float32)
+        x = x.astype(_compute_dtype(x.dtype))  # float32 parameters promote to float64 inputs
         for i, width in enumerate(self.hidden):
             x = act(nn.Dense(int(width), name=f"hidden_{i}")(x))
         return nn.Dense(1, name="out")(x)[..., 0]
@@ -211,11 +225,12 @@ class Surrogate:
                 f"surrogate expects {self.num_inputs} features, got shape {features.shape}"
             )
         params = jax.lax.stop_gradient(self.params)
-        x = features.astype(jnp.float32)
+        dtype = _compute_dtype(features.dtype)
+        x = features.astype(dtype)
         if self.feature_mean is not None:
-            x = x - jnp.asarray(self.feature_mean, jnp.float32)
+            x = x - jnp.asarray(self.feature_mean, dtype)
         if self.feature_scale is not None:
-            x = x / jnp.asarray(self.feature_scale, jnp.float32)
+            x = x / jnp.asarray(self.feature_scale, dtype)
         return self.module.apply({"params": params}, x)
 
 
@@ -246,7 +261,8 @@ def neuroiou_loss(
     ``loss = mean_{(b, c) kept} NeuroIoU(features(b, c))`` with the features of
     :func:`neuroiou_statistics` (kind and number of inputs taken from the surrogate). Gradients
     flow to ``logits`` through the soft counts only (set memberships and surrogate parameters are
-    constants). Returns a float32 scalar; 0 with zero gradient when no pair is kept.
+    constants). Returns a scalar of ``promote_types(logits.dtype, float32)`` (float32, float64
+    for float64 logits); 0 with zero gradient when no pair is kept.
     """
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a jaxseg Surrogate, got {type(surrogate).__name__}")
@@ -257,10 +273,11 @@ def neuroiou_loss(
         num_inputs=surrogate.num_inputs,
         ignore_index=ignore_index,
     )
-    values = surrogate(features)  # [B, C]
-    n_keep = jnp.sum(keep)
+    dtype = features.dtype
+    values = surrogate(features).astype(dtype)  # [B, C]
+    n_keep = jnp.sum(keep, dtype=jnp.int32)
     total = jnp.sum(jnp.where(keep, values, 0.0))
-    return jnp.where(n_keep > 0, total / jnp.maximum(n_keep, 1), 0.0).astype(jnp.float32)
+    return jnp.where(n_keep > 0, total / jnp.maximum(n_keep, 1).astype(dtype), 0.0).astype(dtype)
 
 
 def save_surrogate(path: str | os.PathLike, surrogate: Surrogate) -> None:

@@ -15,6 +15,10 @@ A config entry is a mapping (``dict`` or ``ml_collections.ConfigDict``) of one o
     {"name": "lovasz_softmax", "kwargs": {"per_image": False}}
     {"terms": [{"name": "cross_entropy", "weight": 1.0},
                {"name": "lovasz_softmax", "weight": 0.5, "kwargs": {"classes": "all"}}]}
+
+The weighted sum of ``terms`` follows the losses' precision rule: it is a scalar of
+``promote_types(logits.dtype, float32)`` (float32 for float16, bfloat16 and float32 logits, also
+under JAX's global 64-bit mode; float64 for float64 logits), each term cast to that dtype.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 LossFn = Callable[..., Any]
 Builder = Callable[..., LossFn]
@@ -102,7 +109,8 @@ def _build_single(entry: Mapping[str, Any]) -> LossFn:
 def build_loss(config: Any) -> LossFn:
   """Builds ``loss_fn(logits, labels) -> scalar`` from a config entry (see the module docstring).
 
-  A ``terms`` entry gives ``sum_t weight_t * loss_t(logits, labels)``.
+  A ``terms`` entry gives ``sum_t weight_t * loss_t(logits, labels)``, a scalar of
+  ``promote_types(logits.dtype, float32)`` (float64 only under x64).
   """
   _import_loss_modules()
   entry = _to_dict(config)
@@ -116,9 +124,13 @@ def build_loss(config: Any) -> LossFn:
     weights = [float(t.get("weight", 1.0)) for t in terms]
 
     def weighted_sum(logits, labels):
-      total = 0.0
+      given = logits.dtype if hasattr(logits, "dtype") else jnp.asarray(logits).dtype
+      dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(given, jnp.float32))
+      total = None
       for weight, fn in zip(weights, fns):
-        total = total + weight * fn(logits, labels)
+        # Python weights are weakly typed: they never promote a term
+        term = weight * jnp.asarray(fn(logits, labels)).astype(dtype)
+        total = term if total is None else total + term
       return total
 
     return weighted_sum
