@@ -162,8 +162,10 @@ def test_increments_exact_on_a_long_sort():
 
 @pytest.mark.parametrize("num_relevant", [1, 624, 625, 626, 2500, 2501, 9999, 10000])
 def test_bucketed_sort_at_every_bucket_boundary(num_relevant):
-  """Rows of 10000 pixels sort the relevant keys in a bucket of 625, 2500 or 10000; the value
-  and the gradient must not depend on which one (boundaries on both sides)."""
+  """Rows of 10000 pixels sort the relevant keys in a bucket of 625 or 10000; the value and the
+  gradient must not depend on which one (boundary on both sides; every formulation and three
+  buckets: tests/test_lovasz_formulations.py)."""
+  assert extension._bucket_sizes(10000) == [625, 10000]
   p = 10000
   rng = np.random.default_rng(num_relevant)
   num_positive = min(num_relevant, 50)

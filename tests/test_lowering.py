@@ -431,6 +431,17 @@ def test_cpu_export_runs_and_matches(case):
   np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-6, atol=1e-6)
 
 
+def test_auto_lowers_the_packed_single_operand_sort_on_cpu():
+  """On the CPU, sort="auto" is the packed formulation: each pixel sort has one int64 operand
+  and a plain comparator (XLA's CPU sort has a fast path only for that)."""
+  text = _export("lovasz_softmax-batch-voc-8x321x321x21", "cpu").mlir_module()
+  sorts = [s for s in parse_sorts(text) if s.axis_length >= MIN_PIXEL_SORT]
+  assert sorts, "no pixel sort in the cpu module"
+  for s in sorts:
+    assert s.num_operands == 1 and s.element_types == {"i64"}, _describe([s])
+    assert s.plain_comparator_problem() is None, _describe([s])
+
+
 # ------------------------------------------------------------------------------------------------
 # The parser, on hand-made sorts.
 # ------------------------------------------------------------------------------------------------

@@ -13,8 +13,12 @@ conventions are those of the authors' reference code, which users rely on:
   explicit tuple); under ``classes="present"`` it is not selected;
 * per image = the mean over all images of the per-image loss.
 
-All functions are pure, jittable, with static shapes (void pixels are masked, never filtered) and
-float32 accumulation whatever the input dtype.
+All functions are pure, jittable, with static shapes (void pixels are masked, never filtered).
+They compute in ``promote_types(dtype, float32)`` of their scores and return a scalar of that
+dtype (float32 for float16, bfloat16 and float32 inputs; float64 for float64 inputs, which exist
+under ``jax_enable_x64``); gradients have the input's dtype. ``sort`` chooses how the errors are
+sorted (``jaxseg.losses.extension``): ``"auto"`` picks the fastest formulation of the backend the
+function is compiled for; every formulation gives the same values.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _weighted_mean(values, weights):
 
 def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
                    per_image: bool = False, ignore_index: int = 255, from_logits: bool = True,
-                   class_weights=None):
+                   class_weights=None, sort: str = "auto"):
   """Lovász-Softmax loss (CVPR 2018, Sec. 3.2, Eq. 8 and Algorithm 1).
 
   With ``f = softmax(logits)`` and per-pixel class errors ``m_i(c) = |[y_i = c] - f_i(c)|``::
@@ -109,18 +113,21 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
     ignore_index: the void label.
     from_logits: apply a softmax over the last axis first.
     class_weights: optional ``[C]`` non-negative weights ``w_c`` of the class mean.
+    sort: ``"auto"``, ``"packed64"``, ``"pairs"`` or ``"batched"`` (``jaxseg.losses.extension``).
 
   Returns:
-    A float32 scalar.
+    A scalar in ``promote_types(logits.dtype, float32)``.
   """
   logits, labels = _check_scores(logits, labels, "lovasz_softmax", channels=True)
+  dtype = extension.compute_dtype(logits.dtype)
+  extension.check_sort(sort, dtype, "lovasz_softmax")
   num_classes = logits.shape[-1]
   if class_weights is not None:
-    class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights, jnp.float32))
+    class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights, dtype))
     if class_weights.shape != (num_classes,):
       raise ValueError(f"lovasz_softmax: class_weights must have shape ({num_classes},), "
                        f"got {class_weights.shape}")
-  scores = logits.astype(jnp.float32)
+  scores = logits.astype(dtype)
   probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
   batch = labels.shape[0]
   probs = probs.reshape(batch, -1, num_classes)
@@ -133,13 +140,14 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
     row_labels = labels.reshape(1, -1)
   values, weights = lovasz_softmax_class_losses(
       rows, row_labels, jnp.arange(num_classes), num_classes=num_classes, classes=classes,
-      ignore_index=ignore_index, class_weights=class_weights)
+      ignore_index=ignore_index, class_weights=class_weights, sort=sort)
   return jnp.mean(_weighted_mean(values, weights))
 
 
 def lovasz_softmax_class_losses(prob_rows, labels, class_ids, *, num_classes: int,
                                 classes: str | Sequence[int] = "present",
-                                ignore_index: int = 255, class_weights=None):
+                                ignore_index: int = 255, class_weights=None,
+                                sort: str = "auto"):
   """Per-class Lovász-Softmax losses of class-major probability rows, and their mean weights.
 
   The building block of ``lovasz_softmax`` and of its sharded versions: row ``g K + k`` of
@@ -147,15 +155,15 @@ def lovasz_softmax_class_losses(prob_rows, labels, class_ids, *, num_classes: in
   (an image, or the whole batch), whose labels are ``labels[g]``.
 
   Args:
-    prob_rows: ``[G K, P]`` float32 probabilities.
+    prob_rows: ``[G K, P]`` float32 (or float64) probabilities.
     labels: ``[G, P]`` int labels.
     class_ids: ``[K]`` int class of each row within a group; ids ``>= num_classes`` are padding
       (never selected).
     num_classes: ``C``.
-    classes, ignore_index, class_weights: as in ``lovasz_softmax``.
+    classes, ignore_index, class_weights, sort: as in ``lovasz_softmax``.
 
   Returns:
-    ``(values, weights)``, both ``[G, K]`` float32: the Lovász extension of each selected class
+    ``(values, weights)``, both ``[G, K]`` in ``prob_rows``' dtype: the Lovász extension of each selected class
     (0 where not selected, without any work), and ``w_c`` for selected classes of groups with a
     valid pixel (0 elsewhere), so that the loss of group ``g`` is
     ``Σ_k w_gk L_gk / Σ_k w_gk``.
@@ -170,10 +178,11 @@ def lovasz_softmax_class_losses(prob_rows, labels, class_ids, *, num_classes: in
                    jnp.where(present, extension.SORT, extension.MAX_ERROR), extension.SKIP)
   row_fn = functools.partial(_softmax_row, num_classes=num_classes, ignore_index=ignore_index)
   values = extension.extension_over_rows(row_fn, prob_rows, (labels, class_ids),
-                                         mode.reshape(-1)).reshape(mode.shape)
-  weights = (selected & has_valid).astype(jnp.float32)
+                                         mode.reshape(-1), sort).reshape(mode.shape)
+  weights = (selected & has_valid).astype(prob_rows.dtype)
   if class_weights is not None:
-    padded = jnp.concatenate([class_weights, jnp.zeros((1,), jnp.float32)])
+    padded = jnp.concatenate([class_weights.astype(prob_rows.dtype),
+                              jnp.zeros((1,), prob_rows.dtype)])
     weights = weights * padded[jnp.minimum(class_ids, num_classes)]
   return values, weights
 
@@ -184,7 +193,7 @@ def _softmax_row(prob_rows, aux, r, *, num_classes, ignore_index):
   group_labels = labels[r // class_ids.shape[0]]
   foreground = group_labels == class_ids[r % class_ids.shape[0]]
   p = prob_rows[r]
-  target = foreground.astype(jnp.float32)
+  target = foreground.astype(p.dtype)
   valid = _valid_labels(group_labels, num_classes, ignore_index)
   return jnp.abs(target - p), foreground, valid, None, jnp.sign(p - target)
 
@@ -197,14 +206,15 @@ def _hinge_errors(margins, variant):
   raise ValueError(f"hinge variant must be 'relu' or 'elu+1', got {variant!r}")
 
 
-def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index):
+def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index, sort):
   """Foreground Jaccard through the extension for binary scores ``[B, ...]``.
 
   A row without foreground costs its largest error; one without valid pixels costs 0.
   """
   batch = labels.shape[0]
   labels = labels.reshape(batch, -1)
-  errors = errors_fn(scores.reshape(batch, -1).astype(jnp.float32), labels)
+  errors = errors_fn(scores.reshape(batch, -1).astype(extension.compute_dtype(scores.dtype)),
+                     labels)
   valid = _valid_labels(labels, 2, ignore_index)
   foreground = labels == 1
   if not per_image:
@@ -213,12 +223,12 @@ def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index):
   has_valid = jnp.any(valid, axis=-1)
   mode = jnp.where(has_valid, jnp.where(present, extension.SORT, extension.MAX_ERROR),
                    extension.SKIP)
-  values = extension.lovasz_extension_rows(errors, foreground, valid, mode)
+  values = extension.lovasz_extension_rows(errors, foreground, valid, mode, sort=sort)
   return jnp.mean(values)
 
 
 def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 255,
-                 hinge: str = "relu", symmetric: bool = False):
+                 hinge: str = "relu", symmetric: bool = False, sort: str = "auto"):
   """Binary Lovász hinge loss of the foreground Jaccard index (CVPR 2018, Sec. 3.1, Eq. 5).
 
   With signs ``s_i = 2 y_i - 1`` and hinge errors ``e_i = 1 - F_i s_i``::
@@ -240,27 +250,29 @@ def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 
     ignore_index: the void label.
     hinge: ``"relu"`` (the paper) or ``"elu+1"``.
     symmetric: also the background's hinge, averaged.
+    sort: as in ``lovasz_softmax``.
 
   Returns:
-    A float32 scalar.
+    A scalar in ``promote_types(logits.dtype, float32)``.
   """
   logits, labels = _check_scores(logits, labels, "lovasz_hinge", channels=False)
+  extension.check_sort(sort, logits.dtype, "lovasz_hinge")
 
   def errors_fn(scores, lab):
-    signs = 2.0 * (lab == 1).astype(jnp.float32) - 1.0
+    signs = 2.0 * (lab == 1).astype(scores.dtype) - 1.0
     return _hinge_errors(1.0 - scores * signs, hinge)
 
   loss = _binary_lovasz(errors_fn, logits, labels, per_image=per_image,
-                        ignore_index=ignore_index)
+                        ignore_index=ignore_index, sort=sort)
   if symmetric:
     flipped = jnp.where(labels == ignore_index, labels, 1 - labels)
     loss = 0.5 * (loss + _binary_lovasz(errors_fn, -logits, flipped, per_image=per_image,
-                                        ignore_index=ignore_index))
+                                        ignore_index=ignore_index, sort=sort))
   return loss
 
 
 def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int = 255,
-                   from_logits: bool = False):
+                   from_logits: bool = False, sort: str = "auto"):
   """Lovász-Sigmoid: Lovász-Softmax on the one-channel foreground probability, classes = [1].
 
   ``m_i = |[y_i = 1] - p_i|`` and ``loss = Δ̄_J1(m)`` (CVPR 2018, Sec. 3.2 with one channel); a
@@ -273,18 +285,20 @@ def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int 
     per_image: mean over images of per-image losses, or one loss over the batch (default).
     ignore_index: the void label.
     from_logits: apply a sigmoid first.
+    sort: as in ``lovasz_softmax``.
 
   Returns:
-    A float32 scalar.
+    A scalar in ``promote_types(probs.dtype, float32)``.
   """
   probs, labels = _check_scores(probs, labels, "lovasz_sigmoid", channels=False)
+  extension.check_sort(sort, probs.dtype, "lovasz_sigmoid")
 
   def errors_fn(scores, lab):
     p = jax.nn.sigmoid(scores) if from_logits else scores
-    return jnp.abs((lab == 1).astype(jnp.float32) - p)
+    return jnp.abs((lab == 1).astype(scores.dtype) - p)
 
   return _binary_lovasz(errors_fn, probs, labels, per_image=per_image,
-                        ignore_index=ignore_index)
+                        ignore_index=ignore_index, sort=sort)
 
 
 register_loss("lovasz_softmax", lovasz_softmax)

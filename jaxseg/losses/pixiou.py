@@ -125,6 +125,7 @@ def pixiou_loss(
     ignore_index: int = 255,
     from_logits: bool = True,
     class_weights=None,
+    sort: str = "auto",
 ) -> jax.Array:
     """Distance-aware generalised Jaccard loss (reconstruction of PixIoU; see the module docstring).
 
@@ -139,10 +140,11 @@ def pixiou_loss(
       location_weight: ``α >= 0``, growth of the Jaccard pixel weights with the distance.
       radius: truncation radius ``R`` of the distances, pixels; None: no truncation, distances
         normalised by the image diagonal (exact EDT, ``O(H W²)`` per map).
-      classes, per_image, ignore_index, from_logits, class_weights: as in ``lovasz_softmax``.
+      classes, per_image, ignore_index, from_logits, class_weights, sort: as in
+        ``lovasz_softmax``.
 
     Returns:
-      float32 scalar; 0 with zero gradient when nothing is selected or valid. With
+      A scalar in ``promote_types(logits.dtype, float32)``; 0 with zero gradient when nothing is selected or valid. With
       ``distance_weight = location_weight = 0`` it equals ``lovasz_softmax`` with the same options.
     """
     logits = jnp.asarray(logits)
@@ -164,30 +166,32 @@ def pixiou_loss(
     if radius is not None and not radius > 0:
         raise ValueError(f"pixiou_loss: radius must be > 0 or None, got {radius}")
     batch, height, width, num_classes = logits.shape
+    dtype = extension.compute_dtype(logits.dtype)
+    extension.check_sort(sort, dtype, "pixiou_loss")
     if class_weights is not None:
-        class_weights = lax.stop_gradient(jnp.asarray(class_weights, jnp.float32))
+        class_weights = lax.stop_gradient(jnp.asarray(class_weights, dtype))
         if class_weights.shape != (num_classes,):
             raise ValueError(
                 f"pixiou_loss: class_weights must have shape ({num_classes},), "
                 f"got {class_weights.shape}"
             )
-    scores = logits.astype(jnp.float32)
+    scores = logits.astype(dtype)
     probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
     valid = labels != ignore_index  # [B, H, W]
-    class_ids = jnp.arange(num_classes)
+    class_ids = jnp.arange(num_classes, dtype=jnp.int32)
     foreground = (labels[:, None] == class_ids[None, :, None, None]) & valid[:, None]  # [B,C,H,W]
     use_distances = distance_weight > 0 or location_weight > 0
 
     if use_distances:
         scale = float(radius) if radius is not None else math.hypot(height, width)
-        dist = distance_to_mask(foreground, max_distance=radius)  # [B, C, H, W], inf if absent
+        dist = distance_to_mask(foreground, max_distance=radius).astype(dtype)  # inf if absent
         dnorm = jnp.where(jnp.isfinite(dist), jnp.minimum(dist / scale, 1.0), 1.0)
         dnorm = jnp.where(foreground, 0.0, dnorm)
         # the modular term only counts false positives in images that hold the class
         in_image = jnp.any(foreground, axis=(-2, -1), keepdims=True)  # [B, C, 1, 1]
         dnorm_fp = jnp.where(in_image, dnorm, 0.0)
     probs_c = jnp.moveaxis(probs, -1, 1)  # [B, C, H, W]
-    errors = jnp.abs(foreground.astype(jnp.float32) - probs_c)
+    errors = jnp.abs(foreground.astype(dtype) - probs_c)
 
     def rows(x):  # [B, C, H, W] -> rows [(B,) C, P]
         if per_image:
@@ -197,7 +201,7 @@ def pixiou_loss(
     errors_r = rows(errors)
     fg_r = rows(foreground)
     valid_r = rows(jnp.broadcast_to(valid[:, None], foreground.shape))
-    gt_count = jnp.sum(fg_r, axis=-1)  # [(B,) C]
+    gt_count = jnp.sum(fg_r, axis=-1, dtype=jnp.int32)  # [(B,) C]
     present = gt_count > 0
     if isinstance(classes, str):
         if classes not in ("present", "all"):
@@ -223,22 +227,22 @@ def pixiou_loss(
     if use_distances and location_weight > 0:
         weights = flat(1.0 + location_weight * rows(dnorm))
     values = extension.lovasz_extension_rows(
-        flat(errors_r), flat(fg_r), flat(valid_r), mode.reshape(-1), weights
+        flat(errors_r), flat(fg_r), flat(valid_r), mode.reshape(-1), weights, sort=sort
     ).reshape(mode.shape)
     if use_distances and distance_weight > 0:
         outside = valid_r & ~fg_r
         modular = jnp.sum(jnp.where(outside, errors_r * rows(dnorm_fp), 0.0), axis=-1)
-        modular = modular / jnp.maximum(gt_count, 1).astype(jnp.float32)
+        modular = modular / jnp.maximum(gt_count, 1).astype(dtype)
         values = values + distance_weight * jnp.where(present & (mode != extension.SKIP), modular, 0.0)
 
-    keep = (selected & has_valid).astype(jnp.float32)
+    keep = (selected & has_valid).astype(dtype)
     if class_weights is not None:
         keep = keep * class_weights
     total = jnp.sum(keep, axis=-1)
     losses = jnp.where(
         total > 0, jnp.sum(keep * values, axis=-1) / jnp.where(total > 0, total, 1.0), 0.0
     )
-    return (jnp.mean(losses) if per_image else losses).astype(jnp.float32)
+    return (jnp.mean(losses) if per_image else losses).astype(dtype)
 
 
 register_loss("pixiou", pixiou_loss)

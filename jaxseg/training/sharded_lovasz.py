@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from jaxseg.losses.extension import compute_dtype
 from jaxseg.losses.lovasz import lovasz_softmax_class_losses
 from jaxseg.training.mesh import DATA_AXIS
 
@@ -43,7 +44,7 @@ Classes = Union[str, Sequence[int]]
 
 def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mesh,
                               axis_name: str = DATA_AXIS, ignore_index: int = 255,
-                              classes: Classes = "present") -> jax.Array:
+                              classes: Classes = "present", sort: str = "auto") -> jax.Array:
   """Batch-level Lovász-Softmax of ``logits [B, H, W, C]`` against ``labels [B, H, W]``.
 
   Same value and gradient as the plain batch-level ``lovasz_softmax`` (``per_image=False``):
@@ -52,6 +53,8 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
   is over the classes present in the global batch (``classes='present'``), all classes
   (``'all'``) or the listed ids; 0 with zero gradient when none is selected. The batch must be
   (or will be) sharded along ``axis_name`` of ``mesh``; ``B`` must be divisible by its size.
+  ``sort`` is the sort formulation of ``jaxseg.losses.lovasz_softmax``. The value has dtype
+  ``promote_types(logits.dtype, float32)``.
   """
   if logits.ndim != 4:
     raise ValueError(f"logits must be [B, H, W, C], got shape {logits.shape}.")
@@ -68,7 +71,7 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
   padded = per_dev * n_dev
 
   def local(logits_l, labels_l):
-    probs = jax.nn.softmax(logits_l.astype(jnp.float32), axis=-1)
+    probs = jax.nn.softmax(logits_l.astype(compute_dtype(logits_l.dtype)), axis=-1)
     probs = probs.reshape(-1, num_classes)                         # [p, C]
     lab = labels_l.reshape(-1).astype(jnp.int32)                   # [p]
     rows = jnp.pad(probs.T, ((0, padded - num_classes), (0, 0)))    # [C', p]
@@ -79,7 +82,7 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
     class_ids = lax.axis_index(axis_name) * per_dev + jnp.arange(per_dev, dtype=jnp.int32)
     values, weights = lovasz_softmax_class_losses(
         rows, all_labels[None], class_ids, num_classes=num_classes, classes=classes,
-        ignore_index=ignore_index)
+        ignore_index=ignore_index, sort=sort)
     total = lax.psum(jnp.sum(weights * values), axis_name)
     count = lax.psum(jnp.sum(weights), axis_name)
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
