@@ -68,6 +68,14 @@ def forward_train(state: TrainState, params: Any, images: jax.Array, rng: jax.Ar
   return logits, updates["batch_stats"]
 
 
+def predict_labels(logits: jax.Array) -> jax.Array:
+  """Predicted labels ``int32 [B, H, W]`` of ``logits [B, H, W, C]``: the arg-max over classes,
+  or for a one-logit (binary) model ``logits[..., 0] > 0`` (1 = foreground)."""
+  if logits.shape[-1] == 1:
+    return (logits[..., 0] > 0).astype(jnp.int32)
+  return jnp.argmax(logits, -1).astype(jnp.int32)
+
+
 def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, jax.Array],
                                                                      jax.Array],
                learning_rate_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
@@ -78,7 +86,8 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
   The loss sees float32 logits; when the model returns logits at a stride (``logits_stride``
   option) the labels are shrunk to their size with :func:`shrink_labels` (``label_stride``:
   the model's ``feature_stride``), as DeepLab-v2 computes its loss at stride 8. Returns the new
-  state and scalar metrics: ``loss``, ``accuracy`` (valid pixels at the loss resolution),
+  state and scalar metrics: ``loss``, ``accuracy`` (valid pixels at the loss resolution, the
+  prediction from :func:`predict_labels`),
   ``grad_norm``, ``learning_rate``, ``param_norm``.
   """
   images, labels = batch["image"], batch["label"].astype(jnp.int32)
@@ -99,7 +108,7 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
   new_state = state.apply_gradients(grads, batch_stats=new_stats)
 
   valid = lab != ignore_index
-  correct = (jnp.argmax(logits, -1) == lab) & valid
+  correct = (predict_labels(logits) == lab) & valid
   metrics = {
       "loss": loss.astype(jnp.float32),
       "accuracy": jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1),
