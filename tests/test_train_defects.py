@@ -1,6 +1,8 @@
 """Defects found in review: the training accuracy of one-logit (binary) models, the re-jitted
 finiteness check of every checkpoint save, and dead public names."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,3 +62,56 @@ def test_multi_class_accuracy_is_still_the_argmax():
   want = np.sum((np.argmax(logits, -1) == labels) & valid) / np.sum(valid)
   got = float(_one_step_metrics(logits, labels)["accuracy"])
   assert got == pytest.approx(want, abs=1e-6)
+
+
+class _CompileCounter(logging.Handler):
+  def __init__(self):
+    super().__init__(level=logging.DEBUG)
+    self.messages = []
+
+  def emit(self, record):
+    msg = record.getMessage()
+    if msg.startswith("Compiling"):
+      self.messages.append(msg)
+
+
+def _count_compiles(fn):
+  logger = logging.getLogger("jax._src.interpreters.pxla")
+  handler = _CompileCounter()
+  old_level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.WARNING)
+  try:
+    with jax.log_compiles(True):
+      result = fn()
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+  return result, handler.messages
+
+
+def _tree(seed, bad=False):
+  rng = np.random.default_rng(seed)
+  tree = {"params": {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+                     "b": jnp.asarray(rng.normal(size=(2,)), jnp.float32)},
+          "step": jnp.asarray(seed, jnp.int32),
+          "opt_state": (jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),)}
+  if bad:
+    tree["params"]["b"] = tree["params"]["b"].at[1].set(jnp.nan)
+  return tree
+
+
+def test_tree_is_finite_compiles_once_per_tree_structure():
+  first, second, nan_tree = _tree(1), _tree(2), _tree(3, bad=True)
+  jax.block_until_ready((first, second, nan_tree))
+  assert checkpoint.tree_is_finite(first)  # may compile (first use of this structure)
+  ok, compiles = _count_compiles(lambda: checkpoint.tree_is_finite(second))
+  assert ok
+  assert compiles == [], f"a second check of the same tree structure compiled: {compiles}"
+  bad, compiles = _count_compiles(lambda: checkpoint.tree_is_finite(nan_tree))
+  assert not bad
+  assert compiles == []
+  # A tree of another structure is checked too (and compiles its own program).
+  other = {"a": jnp.ones((4,), jnp.float32), "b": jnp.full((2,), jnp.inf, jnp.float32)}
+  assert not checkpoint.tree_is_finite(other)
+  assert checkpoint.tree_is_finite({"step": jnp.zeros((), jnp.int32)})  # no float leaf

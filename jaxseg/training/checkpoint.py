@@ -34,14 +34,22 @@ class IncompatibleCheckpointError(ValueError):
   """Raised when the checkpoints in a workdir do not belong to the configured run."""
 
 
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def tree_is_finite(tree: Any) -> bool:
-  """True iff every floating-point leaf of ``tree`` is finite (one device->host transfer)."""
+  """True iff every floating-point leaf of ``tree`` is finite (one device->host transfer).
+
+  One module-level jitted check: compiled once per list of leaf shapes, dtypes and shardings,
+  so the saves of a run after the first do not compile again.
+  """
   leaves = [x for x in jax.tree.leaves(tree)
             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
   if not leaves:
     return True
-  flags = jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in ls])))(leaves)
-  return bool(jax.device_get(flags))
+  return bool(jax.device_get(_all_finite(leaves)))
 
 
 def _abstract(tree: Any) -> Any:
