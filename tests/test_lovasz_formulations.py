@@ -68,12 +68,13 @@ def _rows_with_relevant(num_pixels, counts, seed):
   return np.array(errors), np.array(gts)
 
 
-# Rows of 70000 pixels sort their relevant pixels in buckets of 274, 4375 or 70000.
-_BUCKETS = extension._bucket_sizes(70000)
+# Rows of 262144 pixels sort their relevant pixels in buckets of 4096, 32768 or 262144.
+_ROW = 262144
+_BUCKETS = extension._bucket_sizes(_ROW)
 
 
 def test_bucket_sizes_used_below():
-  assert _BUCKETS == [274, 4375, 70000]
+  assert _BUCKETS == [4096, 32768, _ROW]
 
 
 @pytest.mark.parametrize("sort", FORMULATIONS)
@@ -81,8 +82,8 @@ def test_every_formulation_matches_float64_on_both_sides_of_every_bucket(sort):
   counts = [1]
   for size in _BUCKETS[:-1]:
     counts += [size - 1, size, size + 1]
-  counts += [70000]
-  errors, gt = _rows_with_relevant(70000, counts, seed=len(sort))
+  counts += [_ROW]
+  errors, gt = _rows_with_relevant(_ROW, counts, seed=len(sort))
   valid = np.ones_like(gt)
   value, grad = _extension_value_and_grad(sort, False)(errors, gt, valid)
   want_values, want_grads = _reference_rows(errors, gt, valid)
