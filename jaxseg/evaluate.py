@@ -103,18 +103,6 @@ def make_eval_step(mesh: Mesh, apply_fn, *, num_classes: int, scales=(1.0,), fli
   return jax.jit(step, in_shardings=(rep, dat), out_shardings=rep)
 
 
-def make_predict_fn(mesh: Mesh, apply_fn, *, scales=(1.0,), flip=False):
-  """Jitted ``(variables, images) -> int32 [B, H, W]`` predictions (for figures)."""
-  rep, dat = mesh_lib.replicated(mesh), mesh_lib.data_sharded(mesh)
-  scales = tuple(float(s) for s in scales)
-
-  def predict(variables, images):
-    probs = predict_probabilities(apply_fn, variables, images, scales=scales, flip=flip)
-    return jnp.argmax(probs, axis=-1).astype(jnp.int32)
-
-  return jax.jit(predict, in_shardings=(rep, dat), out_shardings=rep)
-
-
 def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh, *, num_classes: int,
              max_batches: Optional[int] = None,
              label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None

@@ -115,3 +115,22 @@ def test_tree_is_finite_compiles_once_per_tree_structure():
   other = {"a": jnp.ones((4,), jnp.float32), "b": jnp.full((2,), jnp.inf, jnp.float32)}
   assert not checkpoint.tree_is_finite(other)
   assert checkpoint.tree_is_finite({"step": jnp.zeros((), jnp.int32)})  # no float leaf
+
+
+def test_dead_public_names_are_gone():
+  import inspect
+
+  import jaxseg.data
+  from jaxseg import evaluate
+  from jaxseg.data import pipeline
+
+  assert not hasattr(evaluate, "make_predict_fn")
+  assert not hasattr(checkpoint.Checkpointer, "wait")
+  assert "extra" not in inspect.signature(checkpoint.Checkpointer.save).parameters
+  for name in ("train_dataset", "eval_dataset"):
+    assert not hasattr(jaxseg.data, name)
+    assert name not in jaxseg.data.__all__
+    assert not hasattr(pipeline, name)
+  # The iterators the trainer uses are still exported.
+  assert callable(jaxseg.data.create_train_iterator)
+  assert callable(jaxseg.data.create_eval_iterator)

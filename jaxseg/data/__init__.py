@@ -21,9 +21,7 @@ from jaxseg.data.pipeline import (
     create_eval_iterator,
     create_train_iterator,
     default_data_config,
-    eval_dataset,
     eval_pad_size,
-    train_dataset,
 )
 from jaxseg.data.statistics import SplitStatistics, split_statistics
 from jaxseg.data.synthetic import CirclesData, circles
@@ -42,11 +40,9 @@ __all__ = [
     "create_train_iterator",
     "dataset_info",
     "default_data_config",
-    "eval_dataset",
     "eval_pad_size",
     "get_dataset",
     "get_source",
     "prepared_builder",
     "split_statistics",
-    "train_dataset",
 ]

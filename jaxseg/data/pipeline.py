@@ -166,7 +166,7 @@ def make_schedule(data_config, seed: int, *, global_batch_size: int | None = Non
     return equibatch.EpochSchedule(source.num_examples, seed)
 
 
-def train_dataset(
+def _train_dataset(
     data_config,
     *,
     global_batch_size: int,
@@ -236,7 +236,7 @@ def create_train_iterator(
     ``start_step + n`` is the ``n``-th one yielded. ``process_index``/``process_count`` default to
     ``jax.process_index()``/``jax.process_count()``.
     """
-    ds = train_dataset(
+    ds = _train_dataset(
         data_config,
         global_batch_size=global_batch_size,
         seed=seed,
@@ -259,7 +259,7 @@ def eval_pad_size(data_config) -> tuple[int, int]:
     return stats.max_height, stats.max_width
 
 
-def eval_dataset(
+def _eval_dataset(
     data_config, *, global_batch_size: int, process_index: int | None = None, process_count: int | None = None
 ) -> tf.data.Dataset:
     """The ``tf.data.Dataset`` behind :func:`create_eval_iterator` (finite, batched)."""
@@ -307,7 +307,7 @@ def create_eval_iterator(
     Examples are in source order, global example ``k*B + p*b + j`` at host ``p`` row ``j`` of
     batch ``k``; ``ceil(N / B)`` batches on every host.
     """
-    ds = eval_dataset(
+    ds = _eval_dataset(
         data_config, global_batch_size=global_batch_size, process_index=process_index, process_count=process_count
     )
     return ds.as_numpy_iterator()

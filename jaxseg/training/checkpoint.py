@@ -75,7 +75,7 @@ class Checkpointer:
     directory: where the step folders go (created).
     save_every: save when ``step % save_every == 0`` (and whenever ``force=True``).
     keep: how many of the most recent checkpoints to keep (``None``: all).
-    async_save: write in a background thread (``wait()`` blocks until written).
+    async_save: write in a background thread (:meth:`close` blocks until written).
     fingerprint: JSON-able dict describing what makes checkpoints compatible (model, classes,
       dataset, optimiser); compared on :meth:`restore`.
   """
@@ -96,8 +96,7 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, state: TrainState, *, force: bool = False,
-           extra: Optional[Mapping[str, Any]] = None) -> bool:
+  def save(self, state: TrainState, *, force: bool = False) -> bool:
     """Saves ``state`` if its step is due (or ``force``); returns whether a save started.
 
     Raises:
@@ -116,8 +115,6 @@ class Checkpointer:
           f"infinite values. The last good checkpoint (step {self.latest_step()}) in "
           f"{self.directory} is kept.")
     meta = {"step": step, "data_position": step, "fingerprint": self.fingerprint}
-    if extra:
-      meta.update(dict(extra))
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -156,9 +153,6 @@ class Checkpointer:
           f"model/optimiser (parameter structure or shapes differ): {e}\n"
           f"Use another --workdir for a different model or optimiser.") from e
     return state.restore_from(restored["state"])
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
