@@ -7,6 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402  (after the environment above)
 import pytest  # noqa: E402
+from x64_mode import global_x64  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,6 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture
 def x64():
   """Global 64-bit mode on for one test, as a user's program sets it
-  (``jax.config.update("jax_enable_x64", True)``), and restored afterwards. JAX keys its
-  compilation caches on the flag, so functions jitted before are traced again."""
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  try:
+  (``jax.config.update("jax_enable_x64", True)``), and restored afterwards."""
+  with global_x64(True):
     yield
-  finally:
-    jax.config.update("jax_enable_x64", old)

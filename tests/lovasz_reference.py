@@ -111,3 +111,18 @@ def numerical_gradient(fn, x, eps=1e-6):
     flat_x[i] = old
     flat_g[i] = (up - down) / (2 * eps)
   return grad
+
+
+def voc_like_labels(rng, b, h, w, c, void_border=True):
+  """Background and one to three rectangles of random classes per image; void (255) in the
+  first row and the last column with ``void_border``."""
+  labels = np.zeros((b, h, w), np.int32)
+  for i in range(b):
+    for _ in range(rng.integers(1, 4)):
+      cls = rng.integers(1, c)
+      y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
+      labels[i, y:y + rng.integers(2, h // 2 + 3), x:x + rng.integers(2, w // 2 + 3)] = cls
+  if void_border:
+    labels[:, 0, :] = 255
+    labels[:, :, -1] = 255
+  return labels

@@ -220,17 +220,7 @@ def test_extension_checks_shapes_and_dtypes():
 # ----------------------------------------------------------------------------- Lovász-Softmax
 
 
-def _voc_like(rng, b, h, w, c, void_border=True):
-  labels = np.zeros((b, h, w), np.int32)
-  for i in range(b):
-    for _ in range(rng.integers(1, 4)):
-      cls = rng.integers(1, c)
-      y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
-      labels[i, y:y + rng.integers(2, h // 2 + 3), x:x + rng.integers(2, w // 2 + 3)] = cls
-  if void_border:
-    labels[:, 0, :] = 255
-    labels[:, :, -1] = 255
-  return labels
+_voc_like = ref.voc_like_labels
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import lovasz_reference as ref
 from jaxseg.losses import (lovasz_extension, lovasz_hinge, lovasz_sigmoid, lovasz_softmax,
                            pixiou_loss)
 from jaxseg.losses import extension
+from x64_mode import global_x64
 
 FORMULATIONS = ("packed64", "pairs", "batched", "auto")
 
@@ -134,22 +135,11 @@ def test_every_formulation_propagates_nan(sort):
   assert np.isfinite(np.asarray(lovasz_extension(errors, gt, valid=valid, sort=sort))[1])
 
 
-def _voc_like(rng, b, h, w, c):
-  labels = np.zeros((b, h, w), np.int32)
-  for i in range(b):
-    for _ in range(rng.integers(1, 4)):
-      cls = rng.integers(1, c)
-      y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
-      labels[i, y:y + rng.integers(2, h // 2 + 3), x:x + rng.integers(2, w // 2 + 3)] = cls
-  labels[:, 0, :] = 255
-  return labels
-
-
 @pytest.fixture(scope="module")
 def batch():
   rng = np.random.default_rng(11)
   logits = (rng.normal(size=(3, 7, 8, 5)) * 2).astype(np.float32)
-  labels = _voc_like(rng, 3, 7, 8, 5)
+  labels = ref.voc_like_labels(rng, 3, 7, 8, 5)
   labels[labels == 4] = 0   # class 4 absent
   labels[2] = 255           # one image all void
   labels[1, 3, 3] = 3       # class 3 once
@@ -282,9 +272,7 @@ def test_cpu_export_runs_with_global_x64_on_and_off(batch, x64_mode):
   """The CPU's packed formulation scopes its own 64-bit mode: an exported function runs and
   matches the jitted one whether the program has x64 on or not."""
   logits, labels = batch
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", x64_mode)
-  try:
+  with global_x64(x64_mode):
     fn = jax.jit(jax.value_and_grad(lambda x, y: lovasz_softmax(x, y, per_image=True)))
     exported = jax.export.export(fn, platforms=["cpu"])(
         jax.ShapeDtypeStruct(logits.shape, jnp.float32),
@@ -295,5 +283,3 @@ def test_cpu_export_runs_with_global_x64_on_and_off(batch, x64_mode):
     np.testing.assert_allclose(grad, want_grad, atol=1e-8)
     np.testing.assert_allclose(value, ref.lovasz_softmax(logits, labels, per_image=True),
                                rtol=1e-6)
-  finally:
-    jax.config.update("jax_enable_x64", old)

@@ -8,7 +8,6 @@ value as with x64 off, float64 inputs really compute in float64 (checked against
 their documented dtypes and values with x64 on.
 """
 
-import contextlib
 import functools
 import warnings
 
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.extend import core as jax_core
+from x64_mode import global_x64
 
 from jaxseg import metrics as m
 from jaxseg.losses import classic, margin, neuroiou
@@ -27,14 +27,6 @@ C = 4
 COUNTS = [5000, 300, 40, 1200]  # per-class pixel counts of a made-up training split
 
 
-@contextlib.contextmanager
-def _x64_set(flag):
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", flag)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
 
 
 @pytest.fixture
@@ -44,7 +36,7 @@ def x64_mode(request):
         request.getfixturevalue("x64")
         yield True
     else:
-        with _x64_set(False):
+        with global_x64(False):
             yield False
 
 
@@ -195,7 +187,7 @@ def test_eager_numpy_float32_inputs_under_x64(x64):
 
 def test_numpy_float64_inputs_without_x64_compute_in_float32():
     """Without x64, float64 NumPy logits are float32 to JAX: float32 result, no warning."""
-    with _x64_set(False):
+    with global_x64(False):
         for name in EAGER_NAMES:
             fn, binary = _loss_table()[name]
             x = LOGITS[..., 0] if binary else LOGITS
@@ -209,7 +201,7 @@ def test_numpy_float64_inputs_without_x64_compute_in_float32():
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_x64_float32_matches_x32(name, dtype, x64):
     value, grad = _value_and_grad(name, dtype)
-    with _x64_set(False):
+    with global_x64(False):
         want_value, want_grad = _value_and_grad(name, dtype)
     assert want_value.dtype == value.dtype and want_grad.dtype == grad.dtype
     np.testing.assert_allclose(float(value), float(want_value), rtol=1e-6, atol=0)
@@ -463,7 +455,7 @@ INT32_METRICS = {"confusion", "merged", "stats/confusion", "stats/image_count"}
 def test_metrics_under_x64_keep_dtypes_and_values(x64):
     args = [jnp.asarray(a) for a in _metric_inputs()]
     got = _all_metrics_jit(*args)
-    with _x64_set(False):
+    with global_x64(False):
         want = _all_metrics_jit(*[jnp.asarray(a) for a in _metric_inputs()])
     assert sorted(got) == sorted(want)
     for key, value in got.items():
@@ -506,7 +498,7 @@ def test_numpy_scores_stay_float64_and_accumulator_matches(x64):
         return acc.result()
 
     got = result()
-    with _x64_set(False):
+    with global_x64(False):
         want = result()
     assert sorted(got) == sorted(want)
     for key in got:
