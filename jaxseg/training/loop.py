@@ -406,6 +406,8 @@ class Run:
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
     self.mesh = mesh_lib.create_mesh()
+    # The batch sizes first: a run that cannot start says so before anything reads the data.
+    self.local_batch, self.eval_batch_size = check_batch_sizes(config, self.mesh)
     self.info = dataset_info(config)
     self.ignore_index = int(getattr(self.info, "ignore_index", 255))
     self.num_classes = num_classes_of(config, self.info)
@@ -420,9 +422,6 @@ class Run:
           config.schedule, config.num_train_steps, int(config.get("steps_per_epoch", -1)))
     except ValueError as e:
       raise ConfigError(f"config.schedule: {e}") from e
-    self.local_batch = mesh_lib.check_global_batch_size(config.batch_size, self.mesh)
-    self.eval_batch_size = int(config.get("eval_batch_size", config.batch_size))
-    mesh_lib.check_global_batch_size(self.eval_batch_size, self.mesh)
     self.checkpointer = ckpt_lib.Checkpointer(
         os.path.join(self.workdir, "checkpoints"), save_every=config.checkpoint_every_steps,
         keep=config.get("keep_checkpoints", 3) or None,
@@ -540,6 +539,22 @@ def _write_eval(run: Run, step: int, summary: dict, cm: np.ndarray, logger: Metr
   if jax.process_index() == 0:
     eval_lib.save_summary(os.path.join(run.workdir, f"eval_{step:06d}.json"), summary, cm,
                           step=step)
+
+
+def check_batch_sizes(config, mesh) -> tuple[int, int]:
+  """``(per-process train batch, global eval batch)``; a ConfigError naming every field whose
+  global batch does not split evenly over the mesh's devices."""
+  sizes = {"batch_size": int(config.batch_size),
+           "eval_batch_size": int(config.get("eval_batch_size", config.batch_size))}
+  errors, local = [], {}
+  for field, size in sizes.items():
+    try:
+      local[field] = mesh_lib.check_global_batch_size(size, mesh, field=f"config.{field}")
+    except ValueError as e:
+      errors.append(str(e))
+  if errors:
+    raise ConfigError(" ".join(errors))
+  return local["batch_size"], sizes["eval_batch_size"]
 
 
 REQUIRED_FIELDS = ("seed", "model", "loss", "data", "batch_size", "num_train_steps", "optim",

@@ -79,17 +79,21 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_global_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-  """Returns the per-process batch size, or raises if the global batch does not split evenly."""
+def check_global_batch_size(global_batch_size: int, mesh: Mesh, *,
+                            field: str = "batch_size") -> int:
+  """Returns the per-process batch size, or raises ValueError if the global batch does not split
+  evenly over the devices of ``mesh``; ``field`` names the setting in the message (the trainer
+  passes ``"config.batch_size"`` / ``"config.eval_batch_size"``)."""
   n_dev = mesh.size
   n_proc = jax.process_count()
   if global_batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {global_batch_size}.")
+    raise ValueError(f"{field} must be positive, got {global_batch_size}.")
   if global_batch_size % n_dev:
+    lower = global_batch_size // n_dev * n_dev
+    fits = f"{lower} or {lower + n_dev}" if lower else f"{n_dev}"
     raise ValueError(
-        f"The global batch size ({global_batch_size}) must be divisible by the number of devices "
-        f"in the mesh ({n_dev}) for data parallelism; change config.batch_size (or "
-        f"config.eval_batch_size).")
+        f"{field}={global_batch_size} does not divide over the {n_dev} devices of the mesh: "
+        f"the global batch must be a multiple of {n_dev} (e.g. {fits}).")
   return global_batch_size // n_proc
 
 
