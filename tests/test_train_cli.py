@@ -55,3 +55,120 @@ def test_batch_size_not_dividing_over_the_devices_is_one_line(tmp_path):
   assert "2 devices" in line and "multiple of 2" in line, line
   assert "2 or 4" in line and "4 or 6" in line, line  # what would work
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch-level Lovász-Softmax with class weights on a multi-device mesh: the all-to-all path
+
+A2A_WORKER = textwrap.dedent(r'''
+import json
+import numpy as np
+import jax, jax.numpy as jnp
+import ml_collections
+from jaxseg.losses import build_loss, lovasz_softmax, register_loss
+from jaxseg.training import loop, mesh as mesh_lib
+from jaxseg.training import sharded_lovasz
+
+assert jax.device_count() == 2, jax.devices()
+C, B, H, W = 5, 4, 5, 6   # 5 classes over 2 devices: one padding class
+rng = np.random.default_rng(0)
+logits = jnp.asarray(rng.normal(size=(B, H, W, C)).astype(np.float32) * 2)
+labels = rng.integers(0, C - 1, size=(B, H, W)).astype(np.int32)   # class C-1 absent
+labels[rng.random((B, H, W)) < 0.15] = 255
+labels = jnp.asarray(labels)
+weights = [0.2, 0.05, 0.3, 0.25, 0.1]   # sum < 1: the mean divides by the weight total
+mesh = mesh_lib.create_mesh()
+xs = jax.device_put(logits, mesh_lib.data_sharded(mesh))
+ys = jax.device_put(labels, mesh_lib.data_sharded(mesh))
+out = {}
+
+
+def check(name, fn):
+  try:
+    out[name] = fn()
+  except Exception as e:  # reported to the test, which names it
+    out[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+
+
+def value_and_grad(classes):
+  kw = {"classes": classes, "class_weights": weights}
+  ref_v, ref_g = jax.value_and_grad(lambda x: lovasz_softmax(x, labels, **kw))(logits)
+  f = jax.jit(jax.value_and_grad(
+      lambda x, y: sharded_lovasz.lovasz_softmax_all_to_all(x, y, mesh=mesh, **kw)))
+  v, g = f(xs, ys)
+  return {"value": float(v), "ref": float(ref_v), "grad_diff": float(jnp.max(jnp.abs(g - ref_g))),
+          "grad_scale": float(jnp.max(jnp.abs(ref_g)))}
+
+
+for classes in ("present", "all"):
+  check(classes, lambda: value_and_grad(classes))
+
+# The trainer: 'auto' on 2 devices, a weighted sum with a class-weighted batch Lovász term; the
+# other term comes from a counting builder of the registry.
+builds = []
+
+
+def counting_builder():
+  builds.append(1)
+  return lambda lg, lb: jnp.mean(jax.nn.logsumexp(lg, axis=-1))
+
+
+register_loss("test_counting_loss", counting_builder, bind_kwargs=False)
+
+
+def trainer():
+  entry = {"terms": [{"name": "test_counting_loss", "weight": 0.5},
+                     {"name": "lovasz_softmax", "weight": 2.0,
+                      "kwargs": {"per_image": False, "class_weights": weights}}]}
+  calls = []
+  original = sharded_lovasz.lovasz_softmax_all_to_all
+
+  def spy(*args, **kwargs):
+    calls.append(sorted(kwargs))
+    return original(*args, **kwargs)
+
+  sharded_lovasz.lovasz_softmax_all_to_all = spy
+  try:
+    cfg = ml_collections.ConfigDict({"loss": entry, "global_lovasz_impl": "auto"})
+    del builds[:]
+    fn = jax.jit(loop.create_loss(cfg, mesh, C))
+    n_builds = len(builds)
+    value = float(fn(xs, ys))
+    hlo = fn.lower(xs, ys).compile().as_text()
+  finally:
+    sharded_lovasz.lovasz_softmax_all_to_all = original
+  ref = 0.5 * float(jnp.mean(jax.nn.logsumexp(logits, axis=-1))) + 2.0 * float(
+      lovasz_softmax(logits, labels, class_weights=weights))
+  return {"value": value, "ref": ref, "builds": n_builds, "all_to_all_calls": len(calls),
+          "has_all_to_all": "all-to-all" in hlo}
+
+
+check("trainer", trainer)
+print("RESULT " + json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def a2a():
+  proc = subprocess.run([sys.executable, "-c", A2A_WORKER], env=_env(2), capture_output=True,
+                        text=True, timeout=300, cwd=ROOT)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.parametrize("classes", ["present", "all"])
+def test_all_to_all_lovasz_with_class_weights_matches_the_plain_loss(a2a, classes):
+  c = a2a[classes]
+  assert "error" not in c, c["error"] if "error" in c else c
+  assert abs(c["value"] - c["ref"]) <= 1e-6 * max(1.0, abs(c["ref"])), c
+  assert c["grad_scale"] > 0
+  assert c["grad_diff"] <= 1e-6 * max(1.0, c["grad_scale"]), c
+
+
+def test_trainer_uses_the_all_to_all_path_with_class_weights_and_builds_each_term_once(a2a):
+  c = a2a["trainer"]
+  assert "error" not in c, c["error"] if "error" in c else c
+  assert c["all_to_all_calls"] >= 1 and c["has_all_to_all"], c
+  assert abs(c["value"] - c["ref"]) <= 1e-5 * max(1.0, abs(c["ref"])), c
+  assert c["builds"] == 1, c

@@ -116,20 +116,38 @@ def create_model(config, num_classes: int):
   return models.create(name, num_classes, **_to_dict(config.model.get("options", {})))
 
 
+_ALL_TO_ALL_OPTIONS = ("per_image", "classes", "ignore_index", "class_weights", "sort")
+
+
 def _lovasz_all_to_all_kwargs(entry: dict) -> Optional[dict]:
   """kwargs of the all-to-all Lovász if ``entry`` is a batch-level Lovász-Softmax it supports."""
-  if entry.get("name") != "lovasz_softmax":
+  if entry.get("name") != "lovasz_softmax" or set(entry) - {"name", "kwargs", "weight"}:
     return None
   kwargs = _to_dict(entry.get("kwargs", {}) or {})
-  if kwargs.get("per_image", False) or set(kwargs) - {"per_image", "classes", "ignore_index"}:
+  if kwargs.get("per_image", False) or set(kwargs) - set(_ALL_TO_ALL_OPTIONS):
     return None
   kwargs.pop("per_image", None)
   if isinstance(kwargs.get("classes"), (list, tuple)):
     kwargs["classes"] = tuple(int(c) for c in kwargs["classes"])
+  if kwargs.get("class_weights") is not None:
+    kwargs["class_weights"] = tuple(float(w) for w in kwargs["class_weights"])
   return kwargs
 
 
 GLOBAL_LOVASZ_IMPLS = ("auto", "plain", "all_to_all")
+
+
+def _loss_terms(loss_config: dict) -> list[dict]:
+  """The terms of a loss entry (a single loss is one term), with the registry's shape checks."""
+  if "terms" not in loss_config:
+    if "weight" in loss_config:
+      raise ConfigError("config.loss is invalid: 'weight' belongs to an entry of 'terms', not "
+                        "to a single loss.")
+    return [loss_config]
+  if set(loss_config) - {"terms"} or not loss_config["terms"]:
+    raise ConfigError(f"config.loss is invalid: a loss with 'terms' takes a non-empty list of "
+                      f"terms and nothing else, got {sorted(loss_config)}.")
+  return [_to_dict(t) for t in loss_config["terms"]]
 
 
 def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax.Array],
@@ -138,9 +156,10 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
 
   Class weights come from the data with ``config.class_weighting``; one-logit models give the
   binary losses scores ``[B, H, W]``. ``config.global_lovasz_impl`` chooses how batch-level
-  Lovász-Softmax terms run on a sharded batch: ``'all_to_all'``
-  (:mod:`jaxseg.training.sharded_lovasz`: classes spread over the devices), ``'plain'`` (the
-  loss as is), or ``'auto'`` (all-to-all when the mesh has several devices).
+  Lovász-Softmax terms (options ``classes``, ``ignore_index``, ``class_weights``, ``sort``) run
+  on a sharded batch: ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`: classes spread
+  over the devices), ``'plain'`` (the loss as is), or ``'auto'`` (all-to-all when the mesh has
+  several devices). Each term is built once (``jaxseg.losses.build_loss``).
   """
   from jaxseg.losses import build_loss  # pylint: disable=g-import-not-at-top
   impl = config.get("global_lovasz_impl", "auto")
@@ -151,33 +170,38 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
   weighting = config.get("class_weighting", "")
   if weighting:
     loss_config = _with_class_weights(loss_config, class_weights_from_data(config, weighting))
+  a2a_kwargs = []
+  if impl == "all_to_all" or (impl == "auto" and mesh.size > 1):
+    terms = _loss_terms(loss_config)
+    a2a_kwargs = [_lovasz_all_to_all_kwargs(t) for t in terms]
+    if impl == "all_to_all" and all(k is None for k in a2a_kwargs):
+      raise ConfigError("global_lovasz_impl='all_to_all' needs a batch-level lovasz_softmax term "
+                        f"(per_image=False, options {', '.join(_ALL_TO_ALL_OPTIONS[1:])} only) "
+                        "in config.loss.")
   try:
-    loss_fn = build_loss(loss_config)
+    if any(k is not None for k in a2a_kwargs):
+      from jaxseg.training import sharded_lovasz  # pylint: disable=g-import-not-at-top
+      parts = []
+      for term, kwargs in zip(terms, a2a_kwargs):
+        weight = float(term.get("weight", 1.0))
+        if kwargs is not None:
+          fn = functools.partial(sharded_lovasz.lovasz_softmax_all_to_all, mesh=mesh, **kwargs)
+        else:  # built once, here (never also as part of the whole entry)
+          fn = build_loss({k: v for k, v in term.items() if k != "weight"})
+        parts.append((weight, fn))
+
+      def loss_fn(logits, labels):
+        # The registry's rule for sums of terms: each term in promote_types(logits, float32).
+        dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(logits.dtype, jnp.float32))
+        total = None
+        for weight, fn in parts:
+          term = weight * jnp.asarray(fn(logits, labels)).astype(dtype)
+          total = term if total is None else total + term
+        return total
+    else:
+      loss_fn = build_loss(loss_config)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.loss is invalid: {e}") from e
-  if impl == "all_to_all" or (impl == "auto" and mesh.size > 1):
-    from jaxseg.training import sharded_lovasz  # pylint: disable=g-import-not-at-top
-    terms = loss_config["terms"] if "terms" in loss_config else [loss_config]
-    parts = []
-    for term in terms:
-      weight = float(term.get("weight", 1.0))
-      kwargs = _lovasz_all_to_all_kwargs(term)
-      if kwargs is not None:
-        parts.append((weight, functools.partial(sharded_lovasz.lovasz_softmax_all_to_all,
-                                                mesh=mesh, **kwargs)))
-      else:
-        parts.append((weight, build_loss({"name": term["name"],
-                                          "kwargs": term.get("kwargs", {}) or {}})))
-    if any(_lovasz_all_to_all_kwargs(t) is not None for t in terms):
-
-      def loss_fn(logits, labels):  # pylint: disable=function-redefined
-        total = 0.0
-        for weight, fn in parts:
-          total = total + weight * fn(logits, labels)
-        return total
-    elif impl == "all_to_all":
-      raise ConfigError("global_lovasz_impl='all_to_all' needs a batch-level lovasz_softmax term "
-                        "(per_image=False, options classes / ignore_index only) in config.loss.")
   if num_classes == 1:
     # One-logit (binary) models: the binary losses take scores [B, H, W].
     return lambda logits, labels: loss_fn(logits[..., 0], labels)

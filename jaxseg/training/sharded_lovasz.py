@@ -17,13 +17,14 @@ all-gathering every error onto every device and repeating the same ``C`` sorts o
 3. each device evaluates its ``k`` classes with the library's
    ``jaxseg.losses.lovasz.lovasz_softmax_class_losses`` (one sort per selected class over the
    global batch; an unselected class costs nothing, an absent one under "all" a ``max``);
-4. the per-class losses and the count of selected classes are summed with ``psum``.
+4. the per-class losses, weighted by the selection (times ``class_weights[c]`` when given), and
+   the weights are summed with ``psum``: the loss is ``psum(Σ w L) / psum(Σ w)``.
 
 Every device sorts ``k = C / D`` classes instead of ``C``; the communication is one all-to-all of
 the probabilities (each device sends and receives ``(D - 1) / D`` of its ``C' P_local`` floats) and one
 all-gather of the labels. The result, and its gradient (JAX transposes the all-to-all), equal
 those of the plain batch-level ``lovasz_softmax`` on the unsharded batch: same per-class values,
-same mean over the selected classes, whatever ``D``.
+same (weighted) mean over the selected classes, whatever ``D``.
 """
 
 from __future__ import annotations
@@ -44,17 +45,20 @@ Classes = Union[str, Sequence[int]]
 
 def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mesh,
                               axis_name: str = DATA_AXIS, ignore_index: int = 255,
-                              classes: Classes = "present", sort: str = "auto") -> jax.Array:
+                              classes: Classes = "present", class_weights=None,
+                              sort: str = "auto") -> jax.Array:
   """Batch-level Lovász-Softmax of ``logits [B, H, W, C]`` against ``labels [B, H, W]``.
 
   Same value and gradient as the plain batch-level ``lovasz_softmax`` (``per_image=False``):
-  ``mean_{c in selected} lovasz_extension(m(c), [y = c], valid = [y != ignore])`` with the
-  probabilities ``f = softmax(logits)`` and errors ``m_i(c) = |[y_i = c] - f_i(c)|``; the mean
-  is over the classes present in the global batch (``classes='present'``), all classes
-  (``'all'``) or the listed ids; 0 with zero gradient when none is selected. The batch must be
-  (or will be) sharded along ``axis_name`` of ``mesh``; ``B`` must be divisible by its size.
-  ``sort`` is the sort formulation of ``jaxseg.losses.lovasz_softmax``. The value has dtype
-  ``promote_types(logits.dtype, float32)``.
+  ``Σ_{c in selected} w_c L_c / Σ_{c in selected} w_c`` with
+  ``L_c = lovasz_extension(m(c), [y = c], valid = [y != ignore])``, the probabilities
+  ``f = softmax(logits)`` and errors ``m_i(c) = |[y_i = c] - f_i(c)|``; the selected classes are
+  those present in the global batch (``classes='present'``), all classes (``'all'``) or the
+  listed ids; ``w_c`` is ``class_weights[c]`` (optional ``[C]`` non-negative weights, no
+  gradient) or 1. 0 with zero gradient when no class is selected (or their weights sum to 0).
+  The batch must be (or will be) sharded along ``axis_name`` of ``mesh``; ``B`` must be
+  divisible by its size. ``sort`` is the sort formulation of ``jaxseg.losses.lovasz_softmax``.
+  The value has dtype ``promote_types(logits.dtype, float32)``.
   """
   if logits.ndim != 4:
     raise ValueError(f"logits must be [B, H, W, C], got shape {logits.shape}.")
@@ -67,10 +71,15 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
   if batch % n_dev:
     raise ValueError(f"batch size {batch} is not divisible by the {n_dev} devices of mesh axis "
                      f"{axis_name!r}.")
+  if class_weights is not None:
+    class_weights = lax.stop_gradient(jnp.asarray(class_weights, compute_dtype(logits.dtype)))
+    if class_weights.shape != (num_classes,):
+      raise ValueError(f"lovasz_softmax_all_to_all: class_weights must have shape "
+                       f"({num_classes},), got {class_weights.shape}.")
   per_dev = -(-num_classes // n_dev)
   padded = per_dev * n_dev
 
-  def local(logits_l, labels_l):
+  def local(logits_l, labels_l, *weights_l):
     probs = jax.nn.softmax(logits_l.astype(compute_dtype(logits_l.dtype)), axis=-1)
     probs = probs.reshape(-1, num_classes)                         # [p, C]
     lab = labels_l.reshape(-1).astype(jnp.int32)                   # [p]
@@ -82,10 +91,12 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
     class_ids = lax.axis_index(axis_name) * per_dev + jnp.arange(per_dev, dtype=jnp.int32)
     values, weights = lovasz_softmax_class_losses(
         rows, all_labels[None], class_ids, num_classes=num_classes, classes=classes,
-        ignore_index=ignore_index, sort=sort)
+        ignore_index=ignore_index, class_weights=weights_l[0] if weights_l else None, sort=sort)
     total = lax.psum(jnp.sum(weights * values), axis_name)
     count = lax.psum(jnp.sum(weights), axis_name)
-    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(axis_name), P(axis_name)),
-                       out_specs=P())(logits, labels)
+  operands, specs = (logits, labels), (P(axis_name), P(axis_name))
+  if class_weights is not None:  # replicated: every device needs the weights of its classes
+    operands, specs = operands + (class_weights,), specs + (P(),)
+  return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(*operands)
