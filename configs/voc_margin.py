@@ -17,19 +17,15 @@ DeepLab-v3+ ResNet-101 (the paper's backbone family).
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config
+from jaxseg.training.defaults import base_config, overridable_paths
 
 
 def margin_loss_entry(data: ml_collections.ConfigDict, tau: float = 10.0,
                       upsilon: float = 1.0) -> ml_collections.ConfigDict:
   """The loss entry, its statistics tied to ``data`` (overrides of data_dir etc. follow)."""
-  if data.get("data_dir") is None:
-    data.data_dir = placeholder(str)
-  if data.get("manual_dir") is None:
-    data.manual_dir = placeholder(str)
+  overridable_paths(data)  # (base_config did it already for the configs built on it)
   statistics = {
       "name": data.name,
       "split": data.get_ref("train_split"),

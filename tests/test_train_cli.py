@@ -172,3 +172,52 @@ def test_trainer_uses_the_all_to_all_path_with_class_weights_and_builds_each_ter
   assert c["all_to_all_calls"] >= 1 and c["has_all_to_all"], c
   assert abs(c["value"] - c["ref"]) <= 1e-5 * max(1.0, abs(c["ref"])), c
   assert c["builds"] == 1, c
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset location on the command line
+
+CONFIG_FILES = sorted(os.path.basename(p)[:-3]
+                      for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_data_location_overrides_parse(name):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  path = os.path.join(ROOT, "configs", name + ".py")
+  argv = ["train.py", "--config", path, "--config.data.manual_dir=/archives",
+          "--config.data.data_dir=/prepared"]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", default=path, flag_values=values, sys_argv=argv,
+                                  lock_config=True)
+  values(argv)
+  c = values.config
+  assert (c.data.manual_dir, c.data.data_dir) == ("/archives", "/prepared")
+  if "statistics" in c.loss.get("kwargs", {}):  # margin calibration: its statistics follow
+    assert c.loss.kwargs.statistics.manual_dir == "/archives"
+    assert c.loss.kwargs.statistics.data_dir == "/prepared"
+  # Without the overrides the library sees None: "not given".
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", default=path, flag_values=values,
+                                  sys_argv=["train.py"], lock_config=True)
+  values(["train.py"])
+  assert values.config.data.get("manual_dir") is None
+  assert values.config.data.get("data_dir") is None
+
+
+@pytest.fixture(scope="module")
+def voc_run(tmp_path_factory):
+  """The README's VOC command, with an empty archive directory."""
+  tmp = tmp_path_factory.mktemp("voc")
+  os.makedirs(tmp / "archives")
+  proc = _train(["--config", os.path.join(ROOT, "configs", "voc_deeplabv3plus_lovasz.py"),
+                 "--workdir", str(tmp / "run"), f"--config.data.manual_dir={tmp / 'archives'}",
+                 f"--config.data.data_dir={tmp / 'tfds'}"])
+  return proc, tmp
+
+
+def test_command_line_data_location_reaches_the_dataset(voc_run):
+  proc, tmp = voc_run
+  line = _error_line(proc)
+  assert "VOCtrainval_11-May-2012.tar" in line and str(tmp / "archives") in line, line

@@ -13,8 +13,10 @@ command line (``--config.num_train_steps=100``); misspelt fields are rejected by
   (all-to-all on a mesh of several devices, the default);
 * ``class_weighting``: ``''`` or ``'enet'`` (class weights ``1 / ln(1.02 + p_c)`` from the training
   split, given to the losses that take ``class_weights``);
-* ``data``: the data config of ``jaxseg.data.default_data_config``; ``batch_size`` (global),
-  ``eval_batch_size``;
+* ``data``: the data config of ``jaxseg.data.default_data_config``, its unset locations
+  ``data_dir`` / ``manual_dir`` made overridable (``placeholder(str)``: ``None`` until given, so
+  ``--config.data.manual_dir=<dir>`` works; ``None`` and ``""`` both mean "not given");
+  ``batch_size`` (global), ``eval_batch_size`` (both multiples of the device count);
 * ``num_train_steps``; ``steps_per_epoch`` (for ``schedule.boundaries_epochs``); ``optim``
   (:func:`jaxseg.training.optim.create_optimizer`); ``schedule``
   (:func:`jaxseg.training.optim.create_learning_rate_schedule`); ``freeze_batch_stats`` (forward
@@ -35,12 +37,34 @@ command line (``--config.num_train_steps=100``); misspelt fields are rejected by
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 # BatchNorm parameters of the jaxseg ResNet backbones and heads (Caffe DeepLab-v2 froze them).
 BATCHNORM_PARAMS = r"(^|/)(bn\d*|downsample_1|[a-z_]*bn(_\d+)?)/(scale|bias)$"
 
 
+# The data config's locations (directories): strings, None (or "") when not given.
+PATH_FIELDS = ("data_dir", "manual_dir")
+
+
+def overridable_paths(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes the unset ``PATH_FIELDS`` of ``data`` overridable on the command line, in place.
+
+  ``ml_collections`` cannot override a field whose value is ``None`` (its type is unknown); a
+  ``placeholder(str)`` has the value ``None`` and the type ``str``. Fields already holding a
+  string or a reference are left as they are. Returns ``data``.
+  """
+  for key in PATH_FIELDS:
+    if key in data and data.get(key) is None:
+      try:
+        data.get_ref(key)  # already a reference (a placeholder): keep it, and what points to it
+      except ValueError:
+        data[key] = placeholder(str)
+  return data
+
+
 def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  overridable_paths(data)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = ml_collections.ConfigDict({"name": "unet_small", "options": {}})

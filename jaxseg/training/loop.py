@@ -219,8 +219,9 @@ def class_weights_from_data(config, weighting: str) -> list[float]:
   from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxseg.losses.classic import enet_class_weights  # pylint: disable=g-import-not-at-top
   d = config.data
-  stats = data_lib.split_statistics(d.name, d.train_split, data_dir=d.get("data_dir", None),
-                                    manual_dir=d.get("manual_dir", None),
+  # An unset location is None or "" (a command-line override to nothing): not given.
+  stats = data_lib.split_statistics(d.name, d.train_split, data_dir=d.get("data_dir") or None,
+                                    manual_dir=d.get("manual_dir") or None,
                                     **_to_dict(d.get("options", {})))
   return [float(w) for w in enet_class_weights(stats.class_frequencies)]
 
