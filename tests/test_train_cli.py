@@ -221,3 +221,15 @@ def test_command_line_data_location_reaches_the_dataset(voc_run):
   proc, tmp = voc_run
   line = _error_line(proc)
   assert "VOCtrainval_11-May-2012.tar" in line and str(tmp / "archives") in line, line
+
+
+# ----------------------------------------------------------------------------------------------
+# A misspelt override, with and without --config
+
+
+@pytest.mark.parametrize("config", [None, "default"])
+def test_misspelt_override_is_one_line(config, tmp_path):
+  args = [] if config is None else ["--config", os.path.join(ROOT, "configs", config + ".py")]
+  proc = _train(args + ["--workdir", str(tmp_path / "run"), "--config.num_train_stepz=3"])
+  line = _error_line(proc)
+  assert "num_train_stepz" in line, line
