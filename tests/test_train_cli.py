@@ -208,12 +208,14 @@ def test_data_location_overrides_parse(name):
 
 @pytest.fixture(scope="module")
 def voc_run(tmp_path_factory):
-  """The README's VOC command, with an empty archive directory."""
+  """The README's VOC command, with an empty archive directory; 3 steps, shorter than the
+  config's 500-step warmup."""
   tmp = tmp_path_factory.mktemp("voc")
   os.makedirs(tmp / "archives")
   proc = _train(["--config", os.path.join(ROOT, "configs", "voc_deeplabv3plus_lovasz.py"),
                  "--workdir", str(tmp / "run"), f"--config.data.manual_dir={tmp / 'archives'}",
-                 f"--config.data.data_dir={tmp / 'tfds'}"])
+                 f"--config.data.data_dir={tmp / 'tfds'}",
+                 "--config.num_train_steps=3"])
   return proc, tmp
 
 
@@ -233,3 +235,27 @@ def test_misspelt_override_is_one_line(config, tmp_path):
   proc = _train(args + ["--workdir", str(tmp_path / "run"), "--config.num_train_stepz=3"])
   line = _error_line(proc)
   assert "num_train_stepz" in line, line
+
+
+# ----------------------------------------------------------------------------------------------
+# A run shorter than its warmup
+
+
+@pytest.mark.parametrize("name", ["poly", "cosine", "constant"])
+def test_warmup_longer_than_the_run_is_clamped(name):
+  from jaxseg.training import optim  # pylint: disable=g-import-not-at-top
+  schedule = {"name": name, "base_lr": 0.1, "warmup_steps": 30}
+  f = optim.create_learning_rate_schedule(schedule, 3)
+  assert [float(f(k)) for k in range(3)] == pytest.approx([0.0, 0.05, 0.1])
+  assert optim.effective_warmup_steps(schedule, 3) == 2
+  assert optim.effective_warmup_steps(schedule, 31) == 30   # shorter than the run: as given
+  with pytest.raises(ValueError, match="warmup_steps"):
+    optim.create_learning_rate_schedule(dict(schedule, warmup_steps=-1), 3)
+
+
+def test_clamped_warmup_is_said_in_one_line(voc_run):
+  proc, _ = voc_run
+  lines = [l for l in proc.stdout.splitlines() if "warmup_steps" in l]
+  assert lines == ["config.schedule.warmup_steps=500 is not shorter than the run "
+                   "(config.num_train_steps=3): warming up over 2 step(s) instead."], (
+                       proc.stdout[-2000:] + proc.stderr[-3000:])

@@ -445,6 +445,10 @@ class Run:
     try:
       self.lr_fn = optim_lib.create_learning_rate_schedule(
           config.schedule, config.num_train_steps, int(config.get("steps_per_epoch", -1)))
+      # (configured, used) warmup steps: a warmup not shorter than the run is clamped to it.
+      self.warmup_steps = (int(config.schedule.get("warmup_steps", 0) or 0),
+                           optim_lib.effective_warmup_steps(config.schedule,
+                                                            config.num_train_steps))
     except ValueError as e:
       raise ConfigError(f"config.schedule: {e}") from e
     self.checkpointer = ckpt_lib.Checkpointer(
@@ -607,6 +611,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start = time.time()
   run = Run(config, workdir)
   is_main = jax.process_index() == 0
+  if is_main and run.warmup_steps[0] != run.warmup_steps[1]:
+    print(f"config.schedule.warmup_steps={run.warmup_steps[0]} is not shorter than the run "
+          f"(config.num_train_steps={config.num_train_steps}): warming up over "
+          f"{run.warmup_steps[1]} step(s) instead.", flush=True)
   if is_main:
     ckpt_lib.write_json(os.path.join(run.workdir, "config.json"), config.to_dict())
   total_steps = int(config.num_train_steps)

@@ -12,7 +12,8 @@
 * **Schedules**: ``poly`` ``lr_k = base (1 - k / K)^power`` (DeepLab's "poly", power 0.9),
   ``cosine`` ``lr_k = end + (base - end) (1 + cos(pi k / K)) / 2``, ``constant``, and
   ``piecewise`` (``boundaries`` / ``learning_rates``: e.g. 5e-4 then 1e-4 after one epoch), each
-  with an optional linear warmup from 0 over ``warmup_steps``. ``K`` is ``config.num_train_steps``.
+  with an optional linear warmup from 0 over ``warmup_steps`` (clamped to the run: a warmup not
+  shorter than the run ends at its last step). ``K`` is ``config.num_train_steps``.
 * **Per-parameter-group learning-rate multipliers**: ``param_groups`` is a list of
   ``{"pattern": regex, "lr_mult": float}``; a parameter takes the multiplier of the first pattern
   that matches its path (``"backbone/layer1/conv/kernel"``), 1 otherwise. The update of that
@@ -44,11 +45,30 @@ def _get(cfg: Any, name: str, default: Any = None) -> Any:
   return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
 
 
+def effective_warmup_steps(schedule_config: Any, num_train_steps: int) -> int:
+  """The warmup the schedule of ``schedule_config`` uses in a run of ``num_train_steps`` steps.
+
+  ``warmup_steps`` as given when it is shorter than the run; otherwise clamped to
+  ``num_train_steps - 1`` (the learning rate reaches ``base_lr`` at the last step), so that a
+  short run of a config with a warmup (a smoke test) works. Callers can compare it with the
+  configured value to say so. Raises ``ValueError`` for a negative warmup or a non-positive
+  ``num_train_steps``.
+  """
+  total = int(num_train_steps)
+  if total <= 0:
+    raise ValueError(f"num_train_steps must be positive, got {total}.")
+  warmup = int(_get(schedule_config, "warmup_steps", 0) or 0)
+  if warmup < 0:
+    raise ValueError(f"warmup_steps must be >= 0, got {warmup}.")
+  return min(warmup, total - 1)
+
+
 def create_learning_rate_schedule(schedule_config: Any, num_train_steps: int,
                                   steps_per_epoch: int = -1) -> optax.Schedule:
   """Builds the learning-rate schedule ``step -> lr`` described by ``schedule_config``.
 
-  Fields: ``name`` (one of ``SCHEDULES``), ``base_lr``, ``warmup_steps`` (linear ramp from 0),
+  Fields: ``name`` (one of ``SCHEDULES``), ``base_lr``, ``warmup_steps`` (linear ramp from 0;
+  clamped to ``num_train_steps - 1`` when not shorter than the run, :func:`effective_warmup_steps`),
   ``power`` (poly, default 0.9), ``end_lr`` (poly / cosine floor, default 0), and for
   ``piecewise`` ``boundaries`` (steps) or ``boundaries_epochs`` (epochs, times
   ``steps_per_epoch``) and ``learning_rates`` (``len(boundaries) + 1`` values).
@@ -58,13 +78,9 @@ def create_learning_rate_schedule(schedule_config: Any, num_train_steps: int,
     raise ValueError(f"Unknown learning-rate schedule {name!r} (config.schedule.name); "
                      f"choose one of {SCHEDULES}.")
   base_lr = float(_get(schedule_config, "base_lr", 0.0))
-  warmup = int(_get(schedule_config, "warmup_steps", 0) or 0)
+  warmup = effective_warmup_steps(schedule_config, num_train_steps)
   end_lr = float(_get(schedule_config, "end_lr", 0.0) or 0.0)
   total = int(num_train_steps)
-  if total <= 0:
-    raise ValueError(f"num_train_steps must be positive, got {total}.")
-  if warmup < 0 or warmup >= total and name in ("poly", "cosine"):
-    raise ValueError(f"warmup_steps ({warmup}) must be in [0, num_train_steps={total}).")
   decay_steps = max(total - warmup, 1)
 
   if name == "constant":
