@@ -9,7 +9,7 @@ batch sharded along the ``'data'`` mesh axis:
 * ``plain``: ``jax.jit`` of ``jaxseg.losses.lovasz_softmax`` (per_image=False) with the logits
   sharded ``P('data')``: XLA all-gathers the errors and every device sorts every class over the
   whole batch (the same work on every device);
-* ``all_to_all``: :func:`jaxseg.training.sharded_lovasz.lovasz_softmax_all_to_all`: one
+* ``all_to_all``: :func:`jaxseg.losses.sharded_lovasz.lovasz_softmax_all_to_all`: one
   all-to-all moves the errors onto the class axis, each device sorts its ``C / D`` classes;
 * ``one device``: the plain loss on the unsharded batch on a single device (the yardstick).
 
@@ -40,10 +40,10 @@ def main():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxseg.losses import lovasz_softmax  # pylint: disable=g-import-not-at-top
-  from jaxseg.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from jaxseg.training.sharded_lovasz import lovasz_softmax_all_to_all  # pylint: disable=g-import-not-at-top
+  from jaxseg import sharding  # pylint: disable=g-import-not-at-top
+  from jaxseg.losses.sharded_lovasz import lovasz_softmax_all_to_all  # pylint: disable=g-import-not-at-top
 
-  mesh = mesh_lib.create_mesh()
+  mesh = sharding.create_mesh()
   print(f"JAX {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} devices, "
         f"{os.cpu_count()} host cores", file=sys.stderr)
 
@@ -75,9 +75,9 @@ def main():
     b, h, w, c = (int(v) for v in shape.split("x"))
     rng = np.random.default_rng(0)
     logits = jax.device_put(jnp.asarray(rng.normal(size=(b, h, w, c)), jnp.float32),
-                            mesh_lib.data_sharded(mesh))
+                            sharding.data_sharded(mesh))
     labels = jax.device_put(jnp.asarray(labels_for(kind, b, h, w, c, rng)),
-                            mesh_lib.data_sharded(mesh))
+                            sharding.data_sharded(mesh))
     present = len(set(np.unique(np.asarray(labels)).tolist()) - {255})
     plain = jax.jit(jax.value_and_grad(lambda x, y: lovasz_softmax(x, y, per_image=False)))
     a2a = jax.jit(jax.value_and_grad(lambda x, y: lovasz_softmax_all_to_all(x, y, mesh=mesh)))

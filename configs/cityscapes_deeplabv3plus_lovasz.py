@@ -3,7 +3,7 @@
 scale [0.5, 2.0] and flip, cross-entropy + batch-level Lovász-Softmax, SGD momentum 0.9, weight
 decay 1e-4, poly from 0.01, batch 8, 40K steps, evaluation on whole 1024 x 2048 frames.
 Batch-level Lovász over 8 x 768 x 768 pixels: on several devices its per-class sorts are spread
-over the devices (``global_lovasz_impl='auto'``, :mod:`jaxseg.training.sharded_lovasz`)."""
+over the devices (``global_lovasz_impl='auto'``, :mod:`jaxseg.losses.sharded_lovasz`)."""
 
 import ml_collections
 

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxseg import metrics as metrics_lib
-from jaxseg.training import mesh as mesh_lib
+from jaxseg import sharding
 
 
 def predict_probabilities(apply_fn: Callable[..., jax.Array], variables: Any, images: jax.Array,
@@ -93,7 +93,7 @@ def eval_step(apply_fn, variables, batch: dict, *, num_classes: int, scales=(1.0
 def make_eval_step(mesh: Mesh, apply_fn, *, num_classes: int, scales=(1.0,), flip=False,
                    ignore_index: int = 255, loss_fn=None):
   """``jax.jit`` of :func:`eval_step`: variables replicated, batch sharded on ``'data'``."""
-  rep, dat = mesh_lib.replicated(mesh), mesh_lib.data_sharded(mesh)
+  rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
   scales = tuple(float(s) for s in scales)
 
   def step(variables, batch):
@@ -120,7 +120,7 @@ def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh, *, num_cla
     local = {k: v for k, v in local.items() if k in ("image", "label", "example_mask")}
     if label_fn is not None:
       local["label"] = label_fn(local["label"])
-    out = step_fn(variables, mesh_lib.global_batch(local, mesh))
+    out = step_fn(variables, sharding.global_batch(local, mesh))
     out = jax.device_get(out)
     total += np.asarray(out["confusion"], np.int64)
     if "loss" in out:

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from jaxseg import evaluate as ev
-from jaxseg.training import mesh as mesh_lib
+from jaxseg import sharding
 
 C = 3
 W_MIX = np.random.default_rng(0).normal(size=(6, C)).astype(np.float32)
@@ -71,7 +71,7 @@ def test_binary_one_logit_model_gives_two_class_probabilities():
 
 def test_evaluate_padded_batches_against_numpy():
   rng = np.random.default_rng(2)
-  mesh = mesh_lib.create_mesh()
+  mesh = sharding.create_mesh()
   variables = {"w": jnp.asarray(W_MIX)}
   step = ev.make_eval_step(mesh, apply_fn, num_classes=C, scales=(1.0, 0.5), flip=True)
   batches, want = [], np.zeros((C, C), np.int64)

@@ -33,12 +33,12 @@ from jax import lax
 
 import jaxseg.losses as losses_pkg
 from jaxseg.losses import lovasz_hinge, lovasz_sigmoid, lovasz_softmax, pixiou_loss
-from jaxseg.training.mesh import create_mesh
+from jaxseg.sharding import create_mesh
 
 try:  # the all-to-all loss may move into jaxseg.losses
   lovasz_softmax_all_to_all = losses_pkg.lovasz_softmax_all_to_all
 except AttributeError:
-  from jaxseg.training.sharded_lovasz import lovasz_softmax_all_to_all
+  from jaxseg.losses.sharded_lovasz import lovasz_softmax_all_to_all
 
 # ------------------------------------------------------------------------------------------------
 # A small parser for the sorts of a StableHLO module (text).

@@ -23,9 +23,10 @@ import numpy as np
 import jax, jax.numpy as jnp
 import flax.linen as nn
 pid, nproc, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-from jaxseg.training import mesh as mesh_lib, optim, steps
+from jaxseg import sharding
+from jaxseg.training import optim, steps
 if nproc > 1:
-  mesh_lib.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
+  sharding.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
 from jaxseg.losses import build_loss
 from jaxseg.training.state import TrainState
 assert jax.process_count() == nproc and jax.process_index() == pid
@@ -48,10 +49,10 @@ variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, H, W, 3)), train=Fal
 sched = optim.create_learning_rate_schedule({"name": "constant", "base_lr": 0.1}, 10)
 tx = optim.create_optimizer({"name": "sgd", "momentum": 0.9, "weight_decay": 1e-3}, sched,
                             variables["params"])
-mesh = mesh_lib.create_mesh() if nproc > 1 else mesh_lib.create_mesh(jax.devices()[:1])
+mesh = sharding.create_mesh() if nproc > 1 else sharding.create_mesh(jax.devices()[:1])
 state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                           batch_stats=variables["batch_stats"], tx=tx, rng=jax.random.PRNGKey(3))
-state = jax.device_put(state, mesh_lib.replicated(mesh))
+state = jax.device_put(state, sharding.replicated(mesh))
 step = steps.make_train_step(mesh, loss_fn=build_loss({"name": "lovasz_softmax"}),
                              learning_rate_fn=sched)
 b = B // nproc
@@ -59,7 +60,7 @@ losses = []
 for k in range(2):
   local = {"image": np.roll(images, k, 0)[pid * b:(pid + 1) * b],
            "label": np.roll(labels, k, 0)[pid * b:(pid + 1) * b]}
-  state, metrics = step(state, mesh_lib.global_batch(local, mesh))
+  state, metrics = step(state, sharding.global_batch(local, mesh))
   losses.append(float(np.asarray(metrics["loss"].addressable_data(0))))
 leaves = [np.asarray(x.addressable_data(0)).ravel().tolist()
           for x in jax.tree.leaves((state.params, state.batch_stats))]

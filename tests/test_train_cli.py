@@ -66,8 +66,9 @@ import numpy as np
 import jax, jax.numpy as jnp
 import ml_collections
 from jaxseg.losses import build_loss, lovasz_softmax, register_loss
-from jaxseg.training import loop, mesh as mesh_lib
-from jaxseg.training import sharded_lovasz
+from jaxseg import sharding
+from jaxseg.losses import sharded_lovasz
+from jaxseg.training import loop
 
 assert jax.device_count() == 2, jax.devices()
 C, B, H, W = 5, 4, 5, 6   # 5 classes over 2 devices: one padding class
@@ -77,9 +78,9 @@ labels = rng.integers(0, C - 1, size=(B, H, W)).astype(np.int32)   # class C-1 a
 labels[rng.random((B, H, W)) < 0.15] = 255
 labels = jnp.asarray(labels)
 weights = [0.2, 0.05, 0.3, 0.25, 0.1]   # sum < 1: the mean divides by the weight total
-mesh = mesh_lib.create_mesh()
-xs = jax.device_put(logits, mesh_lib.data_sharded(mesh))
-ys = jax.device_put(labels, mesh_lib.data_sharded(mesh))
+mesh = sharding.create_mesh()
+xs = jax.device_put(logits, sharding.data_sharded(mesh))
+ys = jax.device_put(labels, sharding.data_sharded(mesh))
 out = {}
 
 

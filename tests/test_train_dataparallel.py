@@ -4,7 +4,7 @@
 checks run in a subprocess (one, shared by the tests of this module). The model has BatchNorm
 (statistics of the global batch) and the loss is the batch-level Lovász-Softmax, whose value must
 not depend on the number of devices; the all-to-all version of
-:mod:`jaxseg.training.sharded_lovasz` must give the plain loss's value and gradient.
+:mod:`jaxseg.losses.sharded_lovasz` must give the plain loss's value and gradient.
 """
 
 import json
@@ -21,9 +21,10 @@ import numpy as np
 import jax, jax.numpy as jnp
 import flax.linen as nn
 from jaxseg.losses import lovasz_softmax, build_loss
-from jaxseg.training import mesh as mesh_lib, optim, steps
+from jaxseg import sharding
+from jaxseg.training import optim, steps
 from jaxseg.training.state import TrainState
-from jaxseg.training.sharded_lovasz import lovasz_softmax_all_to_all
+from jaxseg.losses.sharded_lovasz import lovasz_softmax_all_to_all
 
 assert jax.device_count() == 8, jax.devices()
 C = 5  # not a multiple of 8: padded classes on the all-to-all path
@@ -54,7 +55,7 @@ out = {}
 
 
 def run(mesh, loss_fn, nsteps=2):
-  rep = mesh_lib.replicated(mesh)
+  rep = sharding.replicated(mesh)
   state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                             batch_stats=variables["batch_stats"], tx=tx,
                             rng=jax.random.PRNGKey(7))
@@ -63,16 +64,16 @@ def run(mesh, loss_fn, nsteps=2):
   losses = []
   for k in range(nsteps):
     lab = np.roll(labels, k, axis=0)
-    batch = mesh_lib.global_batch({"image": np.roll(images, k, axis=0), "label": lab}, mesh)
-    assert batch["image"].sharding.spec == mesh_lib.data_sharded(mesh).spec
+    batch = sharding.global_batch({"image": np.roll(images, k, axis=0), "label": lab}, mesh)
+    assert batch["image"].sharding.spec == sharding.data_sharded(mesh).spec
     state, m = step(state, batch)
     losses.append(float(m["loss"]))
   leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
   return losses, leaves
 
 
-mesh1 = mesh_lib.create_mesh(jax.devices()[:1])
-mesh8 = mesh_lib.create_mesh()
+mesh1 = sharding.create_mesh(jax.devices()[:1])
+mesh8 = sharding.create_mesh()
 plain = build_loss({"name": "lovasz_softmax", "kwargs": {"per_image": False}})
 l1, p1 = run(mesh1, plain)
 l8, p8 = run(mesh8, plain)
@@ -89,8 +90,8 @@ lab = jnp.asarray(labels)
 checks = {}
 for name, kw in [("present", {}), ("all", {"classes": "all"}), ("list", {"classes": (0, 4)})]:
   ref_v, ref_g = jax.value_and_grad(lambda x: lovasz_softmax(x, lab, **kw))(logits)
-  xs = jax.device_put(logits, mesh_lib.data_sharded(mesh8))
-  ys = jax.device_put(lab, mesh_lib.data_sharded(mesh8))
+  xs = jax.device_put(logits, sharding.data_sharded(mesh8))
+  ys = jax.device_put(lab, sharding.data_sharded(mesh8))
   f = jax.jit(jax.value_and_grad(lambda x, y: lovasz_softmax_all_to_all(x, y, mesh=mesh8, **kw)))
   v, g = f(xs, ys)
   checks[name] = {"value": float(v), "ref": float(ref_v),

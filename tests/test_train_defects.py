@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg.training import checkpoint, mesh as mesh_lib, steps
+from jaxseg import sharding
+from jaxseg.training import checkpoint, steps
 from jaxseg.training.state import TrainState
 
 
@@ -22,15 +23,15 @@ def _one_step_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
   tx = optax.sgd(0.1)
   state = TrainState.create(apply_fn=apply_fn, params=params, batch_stats={}, tx=tx,
                             rng=jax.random.PRNGKey(0))
-  mesh = mesh_lib.create_mesh(jax.devices()[:1])
+  mesh = sharding.create_mesh(jax.devices()[:1])
 
   def loss_fn(lg, lb):  # any loss: the metric must not depend on it
     return jnp.mean(jnp.square(lg))
 
   step = steps.make_train_step(mesh, loss_fn=loss_fn, donate=False)
-  batch = mesh_lib.global_batch({"image": logits.astype(np.float32),
+  batch = sharding.global_batch({"image": logits.astype(np.float32),
                                  "label": labels.astype(np.int32)}, mesh)
-  _, metrics = step(jax.device_put(state, mesh_lib.replicated(mesh)), batch)
+  _, metrics = step(jax.device_put(state, sharding.replicated(mesh)), batch)
   return jax.device_get(metrics)
 
 

@@ -14,6 +14,7 @@ from jaxseg.losses.margin import margin_calibration_loss, margin_offsets
 from jaxseg.losses.neuroiou import load_surrogate, neuroiou_features, neuroiou_loss
 from jaxseg.losses.pixiou import distance_to_mask, pixiou_loss
 from jaxseg.losses.registry import available_losses, build_loss, register_loss
+from jaxseg.losses.sharded_lovasz import lovasz_softmax_all_to_all
 
 __all__ = [
     "available_losses",
@@ -33,6 +34,7 @@ __all__ = [
     "lovasz_hinge",
     "lovasz_sigmoid",
     "lovasz_softmax",
+    "lovasz_softmax_all_to_all",
     "margin_calibration_loss",
     "margin_offsets",
     "neuroiou_features",

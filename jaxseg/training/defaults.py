@@ -8,7 +8,7 @@ command line (``--config.num_train_steps=100``); misspelt fields are rejected by
   ``num_classes`` (-1: the dataset's); ``binary_class`` (>= 0: train one foreground class
   against the rest, labels ``[y == c]``, for the binary Lovász hinge recipe);
 * ``loss``: a ``jaxseg.losses.build_loss`` entry; ``global_lovasz_impl``: ``'plain'`` (the loss
-  as is, XLA gathers the errors), ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`,
+  as is, XLA gathers the errors), ``'all_to_all'`` (:mod:`jaxseg.losses.sharded_lovasz`,
   batch-level Lovász-Softmax terms with the classes spread over the devices) or ``'auto'``
   (all-to-all on a mesh of several devices, the default);
 * ``class_weighting``: ``''`` or ``'enet'`` (class weights ``1 / ln(1.02 + p_c)`` from the training

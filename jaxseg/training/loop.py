@@ -2,7 +2,7 @@
 
 One run, in order: join the hosts (``config.distributed``), build the ``'data'`` mesh over all
 devices, the model (``jaxseg.models.create``), the loss (``jaxseg.losses.build_loss``, or the
-all-to-all batch Lovász of :mod:`jaxseg.training.sharded_lovasz`), the optax chain
+all-to-all batch Lovász of :mod:`jaxseg.losses.sharded_lovasz`), the optax chain
 (:mod:`jaxseg.training.optim`) and the replicated :class:`TrainState`; resume from the latest
 checkpoint of ``workdir`` (or start from another run's weights, ``config.init_from``); then train
 with the jitted step on global batches assembled from each host's share of the input pipeline,
@@ -36,8 +36,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxseg import sharding
+from jaxseg.losses import sharded_lovasz
 from jaxseg.training import checkpoint as ckpt_lib
-from jaxseg.training import mesh as mesh_lib
 from jaxseg.training import optim as optim_lib
 from jaxseg.training import steps as steps_lib
 from jaxseg.training.state import TrainState, init_variables  # noqa: F401  (re-exported)
@@ -157,7 +158,7 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
   Class weights come from the data with ``config.class_weighting``; one-logit models give the
   binary losses scores ``[B, H, W]``. ``config.global_lovasz_impl`` chooses how batch-level
   Lovász-Softmax terms (options ``classes``, ``ignore_index``, ``class_weights``, ``sort``) run
-  on a sharded batch: ``'all_to_all'`` (:mod:`jaxseg.training.sharded_lovasz`: classes spread
+  on a sharded batch: ``'all_to_all'`` (:mod:`jaxseg.losses.sharded_lovasz`: classes spread
   over the devices), ``'plain'`` (the loss as is), or ``'auto'`` (all-to-all when the mesh has
   several devices). Each term is built once (``jaxseg.losses.build_loss``).
   """
@@ -180,7 +181,6 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
                         "in config.loss.")
   try:
     if any(k is not None for k in a2a_kwargs):
-      from jaxseg.training import sharded_lovasz  # pylint: disable=g-import-not-at-top
       parts = []
       for term, kwargs in zip(terms, a2a_kwargs):
         weight = float(term.get("weight", 1.0))
@@ -295,7 +295,7 @@ def transfer_weights(target: dict, source: dict, *, reinit_pattern: str = "",
 def initial_variables(config, model, rng, mesh) -> dict:
   """Fresh variables (replicated), then ``config.init_from`` applied."""
   crop = _crop_hw(config.data.crop_size)
-  rep = mesh_lib.replicated(mesh)
+  rep = sharding.replicated(mesh)
   variables = jax.jit(lambda r: init_variables(model, r, crop), out_shardings=rep)(rng)
   variables.setdefault("batch_stats", {})
   init = config.get("init_from", None)
@@ -350,7 +350,7 @@ def create_train_state(config, model, mesh, learning_rate_fn, rng) -> TrainState
     tx = optim_lib.create_optimizer(config.optim, learning_rate_fn, variables["params"])
   except ValueError as e:
     raise ConfigError(f"config.optim: {e}") from e
-  rep = mesh_lib.replicated(mesh)
+  rep = sharding.replicated(mesh)
 
   def make(variables, key):
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
@@ -425,12 +425,12 @@ class Run:
     validate_config(config)
     dist = config.get("distributed", None)
     if dist is not None and dist.get("enabled", False):
-      mesh_lib.initialize_distributed(dist.get("coordinator_address", "") or None,
+      sharding.initialize_distributed(dist.get("coordinator_address", "") or None,
                                       dist.get("num_processes", -1), dist.get("process_id", -1))
     self.config = config
     self.workdir = os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
-    self.mesh = mesh_lib.create_mesh()
+    self.mesh = sharding.create_mesh()
     # The batch sizes first: a run that cannot start says so before anything reads the data.
     self.local_batch, self.eval_batch_size = check_batch_sizes(config, self.mesh)
     self.info = dataset_info(config)
@@ -522,7 +522,7 @@ class Run:
     if self.label_fn is not None:
       batch["label"] = self.label_fn(batch["label"])
     predict_fn = predict_fn or _predict_fn_for_figures(self)
-    global_b = mesh_lib.global_batch(batch, self.mesh)
+    global_b = sharding.global_batch(batch, self.mesh)
     preds = predict_fn(state.variables, global_b)
     if jax.process_index() != 0:
       return
@@ -546,7 +546,7 @@ class Run:
 
 def _predict_fn_for_figures(run: Run):
   from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-  rep, dat = mesh_lib.replicated(run.mesh), mesh_lib.data_sharded(run.mesh)
+  rep, dat = sharding.replicated(run.mesh), sharding.data_sharded(run.mesh)
 
   def predict(variables, batch):
     probs = eval_lib.predict_probabilities(run.model.apply, variables, batch["image"])
@@ -578,7 +578,7 @@ def check_batch_sizes(config, mesh) -> tuple[int, int]:
   errors, local = [], {}
   for field, size in sizes.items():
     try:
-      local[field] = mesh_lib.check_global_batch_size(size, mesh, field=f"config.{field}")
+      local[field] = sharding.check_global_batch_size(size, mesh, field=f"config.{field}")
     except ValueError as e:
       errors.append(str(e))
   if errors:
@@ -672,7 +672,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       local = {k: v for k, v in local.items() if k in ("image", "label")}
       if run.label_fn is not None:
         local["label"] = run.label_fn(local["label"])
-      batch = mesh_lib.global_batch(local, run.mesh)
+      batch = sharding.global_batch(local, run.mesh)
       state, metrics = train_step(state, batch)
       # Check the previous step while this one runs (keeps one step in flight).
       while pending:

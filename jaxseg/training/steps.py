@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxseg.training import mesh as mesh_lib
+from jaxseg import sharding
 from jaxseg.training.state import TrainState
 
 
@@ -124,7 +124,7 @@ def make_train_step(mesh: Mesh, *, loss_fn, learning_rate_fn=None, freeze_batch_
                     ignore_index: int = 255, label_stride: Optional[int] = None,
                     donate: bool = True):
   """``jax.jit`` of :func:`train_step` with the state replicated and the batch on ``'data'``."""
-  rep, dat = mesh_lib.replicated(mesh), mesh_lib.data_sharded(mesh)
+  rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
 
   def step(state, batch):
     return train_step(state, batch, loss_fn=loss_fn, learning_rate_fn=learning_rate_fn,

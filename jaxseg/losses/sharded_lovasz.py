@@ -38,13 +38,12 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxseg.losses.extension import compute_dtype
 from jaxseg.losses.lovasz import lovasz_softmax_class_losses
-from jaxseg.training.mesh import DATA_AXIS
 
 Classes = Union[str, Sequence[int]]
 
 
 def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mesh,
-                              axis_name: str = DATA_AXIS, ignore_index: int = 255,
+                              axis_name: str = "data", ignore_index: int = 255,
                               classes: Classes = "present", class_weights=None,
                               sort: str = "auto") -> jax.Array:
   """Batch-level Lovász-Softmax of ``logits [B, H, W, C]`` against ``labels [B, H, W]``.

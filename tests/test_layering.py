@@ -1,0 +1,48 @@
+"""The library's layers point down only: what importing each public module loads.
+
+Losses, metrics, models and evaluation must import neither the trainer (``jaxseg.training``),
+the input pipelines (``jaxseg.data``) nor TensorFlow, so that a user who wants a loss in their
+own JAX code pays for none of them. Each import runs in a fresh interpreter.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FORBIDDEN = ("jaxseg.training", "jaxseg.data", "tensorflow")
+
+
+def _loaded_after_import(statement: str) -> list[str]:
+  code = (f"import sys, json\n{statement}\n"
+          "print(json.dumps(sorted(sys.modules)))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["jaxseg.losses", "jaxseg.metrics", "jaxseg.models",
+                                    "jaxseg.evaluate", "jaxseg.sharding"])
+def test_library_modules_load_no_trainer_data_or_tensorflow(module):
+  loaded = _loaded_after_import(f"import {module}")
+  assert module in loaded
+  bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+  assert not bad, f"importing {module} loads {bad}"
+
+
+def test_losses_import_nothing_else_of_jaxseg():
+  loaded = _loaded_after_import("import jaxseg.losses")
+  others = [m for m in loaded if m.startswith("jaxseg.") and not m.startswith("jaxseg.losses")]
+  assert not others, others
+
+
+def test_sharded_loss_axis_is_the_mesh_axis():
+  """The sharded loss names the mesh axis without importing jaxseg.sharding (layering)."""
+  import inspect
+  from jaxseg import sharding
+  from jaxseg.losses import lovasz_softmax_all_to_all
+  default = inspect.signature(lovasz_softmax_all_to_all).parameters["axis_name"].default
+  assert default == sharding.DATA_AXIS
