@@ -94,13 +94,14 @@ def main(argv):
     pass
   from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
   from jaxseg.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   try:
     if FLAGS.mode == "train":
       loop.train_and_evaluate(config, FLAGS.workdir)
     else:
       loop.evaluate_checkpoint(config, FLAGS.workdir)
-  except (loop.ConfigError, checkpoint.IncompatibleCheckpointError, checkpoint.NonFiniteError,
+  except (ConfigError, checkpoint.IncompatibleCheckpointError, checkpoint.NonFiniteError,
           FileNotFoundError) as e:
     print(f"\nERROR: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

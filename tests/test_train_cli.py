@@ -68,7 +68,7 @@ import ml_collections
 from jaxseg.losses import build_loss, lovasz_softmax, register_loss
 from jaxseg import sharding
 from jaxseg.losses import sharded_lovasz
-from jaxseg.training import loop
+from jaxseg.training import loss_setup
 
 assert jax.device_count() == 2, jax.devices()
 C, B, H, W = 5, 4, 5, 6   # 5 classes over 2 devices: one padding class
@@ -132,7 +132,7 @@ def trainer():
   try:
     cfg = ml_collections.ConfigDict({"loss": entry, "global_lovasz_impl": "auto"})
     del builds[:]
-    fn = jax.jit(loop.create_loss(cfg, mesh, C))
+    fn = jax.jit(loss_setup.create_loss(cfg, mesh, C))
     n_builds = len(builds)
     value = float(fn(xs, ys))
     hlo = fn.lower(xs, ys).compile().as_text()

@@ -106,17 +106,17 @@ hlo = jax.jit(lambda x, y: lovasz_softmax_all_to_all(x, y, mesh=mesh8)).lower(xs
 checks["has_all_to_all"] = "all-to-all" in hlo
 # The trainer's switch: config.global_lovasz_impl = 'all_to_all' builds the same loss.
 import ml_collections
-from jaxseg.training import loop
+from jaxseg.training import loss_setup
 cfg = ml_collections.ConfigDict({"loss": {"name": "lovasz_softmax",
                                           "kwargs": {"per_image": False, "classes": "all"}},
                                  "global_lovasz_impl": "all_to_all"})
-fn = loop.create_loss(cfg, mesh8, C)
+fn = loss_setup.create_loss(cfg, mesh8, C)
 checks["trainer_switch"] = abs(float(jax.jit(fn)(xs, ys)) - float(checks["all"]["ref"]))
 # 'auto' on 8 devices, a weighted sum of terms: the Lovász term runs all-to-all, same value.
 terms = {"terms": [{"name": "cross_entropy", "weight": 0.5},
                    {"name": "lovasz_softmax", "weight": 2.0, "kwargs": {"per_image": False}}]}
 cfg = ml_collections.ConfigDict({"loss": terms, "global_lovasz_impl": "auto"})
-fn = jax.jit(loop.create_loss(cfg, mesh8, C))
+fn = jax.jit(loss_setup.create_loss(cfg, mesh8, C))
 ref = build_loss(terms)(logits, lab)
 checks["trainer_auto_terms"] = abs(float(fn(xs, ys)) - float(ref))
 checks["trainer_auto_terms_hlo"] = "all-to-all" in fn.lower(xs, ys).compile().as_text()

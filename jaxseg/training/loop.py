@@ -1,14 +1,15 @@
 """``train_and_evaluate(config, workdir)``: the generic trainer driven by a config.
 
 One run, in order: join the hosts (``config.distributed``), build the ``'data'`` mesh over all
-devices, the model (``jaxseg.models.create``), the loss (``jaxseg.losses.build_loss``, or the
-all-to-all batch Lovász of :mod:`jaxseg.losses.sharded_lovasz`), the optax chain
-(:mod:`jaxseg.training.optim`) and the replicated :class:`TrainState`; resume from the latest
-checkpoint of ``workdir`` (or start from another run's weights, ``config.init_from``); then train
+devices, the model (``jaxseg.models.create``), the loss (:mod:`jaxseg.training.loss_setup`), the
+optax chain (:mod:`jaxseg.training.optim`) and the replicated :class:`TrainState`
+(:mod:`jaxseg.training.initialization`); resume from the latest checkpoint of ``workdir`` (or
+start from another run's weights, ``config.init_from``); then train
 with the jitted step on global batches assembled from each host's share of the input pipeline,
-logging to ``metrics.jsonl`` and TensorBoard, evaluating every ``eval_every_steps`` and at the end
+logging to ``metrics.jsonl`` and TensorBoard (:mod:`jaxseg.training.metric_writer`), evaluating every ``eval_every_steps`` and at the end
 (per-class IoU table next to the majority-class baseline), saving checkpoints every
-``checkpoint_every_steps`` and figures under ``workdir/figures``.
+``checkpoint_every_steps`` and figures under ``workdir/figures``
+(:mod:`jaxseg.training.figures`, from the first evaluation batch).
 
 Workdir layout::
 
@@ -22,56 +23,40 @@ Workdir layout::
 
 from __future__ import annotations
 
-import functools
+import itertools
 import json
 import math
 import os
-import re
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
+from jaxseg import data as data_lib
+from jaxseg import evaluate as eval_lib
+from jaxseg import models
 from jaxseg import sharding
-from jaxseg.losses import sharded_lovasz
 from jaxseg.training import checkpoint as ckpt_lib
+from jaxseg.training import figures
 from jaxseg.training import optim as optim_lib
 from jaxseg.training import steps as steps_lib
+from jaxseg.training.initialization import ConfigError, create_train_state, to_dict
+# Re-exported from their old home until tests/test_configs.py imports them from there.
+from jaxseg.training.initialization import initial_variables, transfer_weights  # noqa: F401
+from jaxseg.training.loss_setup import create_loss, describe_loss
+from jaxseg.training.metric_writer import MetricLogger
 from jaxseg.training.state import TrainState, init_variables  # noqa: F401  (re-exported)
-
-
-class ConfigError(ValueError):
-  """A config field holds a value the trainer cannot use."""
-
 
 # ----------------------------------------------------------------------------------------------
 # Building blocks
 
 
-def _crop_hw(crop_size) -> tuple[int, int]:
-  if isinstance(crop_size, int):
-    return int(crop_size), int(crop_size)
-  crop = tuple(int(c) for c in crop_size)
-  if len(crop) != 2:
-    raise ConfigError(f"config.data.crop_size must be an int or (height, width), got {crop_size}.")
-  return crop
-
-
-def _to_dict(x: Any) -> dict:
-  if x is None:
-    return {}
-  if hasattr(x, "to_dict"):
-    return x.to_dict()
-  return dict(x)
-
-
 def dataset_info(config):
   """``jaxseg.data.dataset_info`` of the configured dataset, with a clear error if unknown."""
-  from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
   try:
     return data_lib.dataset_info(config.data.name)
   except (KeyError, ValueError) as e:
@@ -108,466 +93,24 @@ def label_fn_of(config, ignore_index: int) -> Optional[Callable[[np.ndarray], np
 
 
 def create_model(config, num_classes: int):
-  from jaxseg import models  # pylint: disable=g-import-not-at-top
   name = config.model.name
   available = list(models.available())
   if name not in available:
     raise ConfigError(f"config.model.name={name!r} is not a known model; available: "
                       f"{', '.join(sorted(available))}.")
-  return models.create(name, num_classes, **_to_dict(config.model.get("options", {})))
-
-
-_ALL_TO_ALL_OPTIONS = ("per_image", "classes", "ignore_index", "class_weights", "sort")
-
-
-def _lovasz_all_to_all_kwargs(entry: dict) -> Optional[dict]:
-  """kwargs of the all-to-all Lovász if ``entry`` is a batch-level Lovász-Softmax it supports."""
-  if entry.get("name") != "lovasz_softmax" or set(entry) - {"name", "kwargs", "weight"}:
-    return None
-  kwargs = _to_dict(entry.get("kwargs", {}) or {})
-  if kwargs.get("per_image", False) or set(kwargs) - set(_ALL_TO_ALL_OPTIONS):
-    return None
-  kwargs.pop("per_image", None)
-  if isinstance(kwargs.get("classes"), (list, tuple)):
-    kwargs["classes"] = tuple(int(c) for c in kwargs["classes"])
-  if kwargs.get("class_weights") is not None:
-    kwargs["class_weights"] = tuple(float(w) for w in kwargs["class_weights"])
-  return kwargs
-
-
-GLOBAL_LOVASZ_IMPLS = ("auto", "plain", "all_to_all")
-
-
-def _loss_terms(loss_config: dict) -> list[dict]:
-  """The terms of a loss entry (a single loss is one term), with the registry's shape checks."""
-  if "terms" not in loss_config:
-    if "weight" in loss_config:
-      raise ConfigError("config.loss is invalid: 'weight' belongs to an entry of 'terms', not "
-                        "to a single loss.")
-    return [loss_config]
-  if set(loss_config) - {"terms"} or not loss_config["terms"]:
-    raise ConfigError(f"config.loss is invalid: a loss with 'terms' takes a non-empty list of "
-                      f"terms and nothing else, got {sorted(loss_config)}.")
-  return [_to_dict(t) for t in loss_config["terms"]]
-
-
-def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax.Array],
-                                                                jax.Array]:
-  """The training loss ``loss(logits, labels) -> scalar`` of ``config.loss``.
-
-  Class weights come from the data with ``config.class_weighting``; one-logit models give the
-  binary losses scores ``[B, H, W]``. ``config.global_lovasz_impl`` chooses how batch-level
-  Lovász-Softmax terms (options ``classes``, ``ignore_index``, ``class_weights``, ``sort``) run
-  on a sharded batch: ``'all_to_all'`` (:mod:`jaxseg.losses.sharded_lovasz`: classes spread
-  over the devices), ``'plain'`` (the loss as is), or ``'auto'`` (all-to-all when the mesh has
-  several devices). Each term is built once (``jaxseg.losses.build_loss``).
-  """
-  from jaxseg.losses import build_loss  # pylint: disable=g-import-not-at-top
-  impl = config.get("global_lovasz_impl", "auto")
-  if impl not in GLOBAL_LOVASZ_IMPLS:
-    raise ConfigError(f"config.global_lovasz_impl must be one of {GLOBAL_LOVASZ_IMPLS}, got "
-                      f"{impl!r}.")
-  loss_config = _to_dict(config.loss)
-  weighting = config.get("class_weighting", "")
-  if weighting:
-    loss_config = _with_class_weights(loss_config, class_weights_from_data(config, weighting))
-  a2a_kwargs = []
-  if impl == "all_to_all" or (impl == "auto" and mesh.size > 1):
-    terms = _loss_terms(loss_config)
-    a2a_kwargs = [_lovasz_all_to_all_kwargs(t) for t in terms]
-    if impl == "all_to_all" and all(k is None for k in a2a_kwargs):
-      raise ConfigError("global_lovasz_impl='all_to_all' needs a batch-level lovasz_softmax term "
-                        f"(per_image=False, options {', '.join(_ALL_TO_ALL_OPTIONS[1:])} only) "
-                        "in config.loss.")
-  try:
-    if any(k is not None for k in a2a_kwargs):
-      parts = []
-      for term, kwargs in zip(terms, a2a_kwargs):
-        weight = float(term.get("weight", 1.0))
-        if kwargs is not None:
-          fn = functools.partial(sharded_lovasz.lovasz_softmax_all_to_all, mesh=mesh, **kwargs)
-        else:  # built once, here (never also as part of the whole entry)
-          fn = build_loss({k: v for k, v in term.items() if k != "weight"})
-        parts.append((weight, fn))
-
-      def loss_fn(logits, labels):
-        # The registry's rule for sums of terms: each term in promote_types(logits, float32).
-        dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(logits.dtype, jnp.float32))
-        total = None
-        for weight, fn in parts:
-          term = weight * jnp.asarray(fn(logits, labels)).astype(dtype)
-          total = term if total is None else total + term
-        return total
-    else:
-      loss_fn = build_loss(loss_config)
-  except (ValueError, TypeError) as e:
-    raise ConfigError(f"config.loss is invalid: {e}") from e
-  if num_classes == 1:
-    # One-logit (binary) models: the binary losses take scores [B, H, W].
-    return lambda logits, labels: loss_fn(logits[..., 0], labels)
-  return loss_fn
-
-
-def class_weights_from_data(config, weighting: str) -> list[float]:
-  """Per-class loss weights from the training split's pixel frequencies ``p_c``.
-
-  ``"enet"``: ``w_c = 1 / ln(1.02 + p_c)`` (Paszke et al. 2016, the weighted cross-entropy the
-  Cityscapes ENet of the Lovász-Softmax paper was first trained with).
-  """
-  if weighting != "enet":
-    raise ConfigError(f"config.class_weighting must be '' or 'enet', got {weighting!r}.")
-  from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
-  from jaxseg.losses.classic import enet_class_weights  # pylint: disable=g-import-not-at-top
-  d = config.data
-  # An unset location is None or "" (a command-line override to nothing): not given.
-  stats = data_lib.split_statistics(d.name, d.train_split, data_dir=d.get("data_dir") or None,
-                                    manual_dir=d.get("manual_dir") or None,
-                                    **_to_dict(d.get("options", {})))
-  return [float(w) for w in enet_class_weights(stats.class_frequencies)]
-
-
-def _with_class_weights(entry: dict, weights: list[float]) -> dict:
-  entry = json.loads(json.dumps(entry))
-  targets = entry["terms"] if "terms" in entry else [entry]
-  for t in targets:
-    if t.get("name") in ("cross_entropy", "focal", "lovasz_softmax", "soft_dice", "tversky",
-                         "soft_jaccard"):
-      t.setdefault("kwargs", {})["class_weights"] = weights
-  return entry
-
-
-# ----------------------------------------------------------------------------------------------
-# Initialisation from another run or from PyTorch weights
-
-
-def _flat(tree) -> dict[str, Any]:
-  return {optim_lib.path_to_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def transfer_weights(target: dict, source: dict, *, reinit_pattern: str = "",
-                     binary_head: Optional[dict] = None) -> tuple[dict, dict]:
-  """Copies ``source`` leaves into ``target`` (both ``{"params", "batch_stats"}`` trees).
-
-  A target leaf takes the source leaf of the same path and shape. Leaves whose path matches
-  ``reinit_pattern`` keep their fresh initialisation (a new head). With ``binary_head =
-  {"pattern", "class_index", "background_index"}``, a leaf matching ``pattern`` whose source has
-  ``C`` entries in the last axis and the target one is initialised as
-  ``source[..., c] - source[..., background]``: the binary classifier that scores class ``c``
-  against the background with the multi-class model's logits (the binary Lovász hinge recipe).
-  Any other mismatch is an error naming the leaf. Returns the new tree and counts.
-  """
-  src = _flat(source)
-  reinit = re.compile(reinit_pattern) if reinit_pattern else None
-  head_re = re.compile(binary_head["pattern"]) if binary_head else None
-  stats = {"copied": 0, "reinitialised": 0, "binary_head": 0}
-
-  def pick(path, leaf):
-    name = optim_lib.path_to_str(path)
-    local = name.split("/", 1)[1] if "/" in name else name  # without "params/" / "batch_stats/"
-    if reinit is not None and reinit.search(local):
-      stats["reinitialised"] += 1
-      return leaf
-    if name not in src:
-      raise ckpt_lib.IncompatibleCheckpointError(
-          f"init_from: the source has no weight {name!r} (shape {tuple(leaf.shape)}); set "
-          f"config.init_from.reinit_pattern to initialise it afresh.")
-    value = np.asarray(src[name])
-    if head_re is not None and head_re.search(local) and value.shape != leaf.shape:
-      c, bg = int(binary_head["class_index"]), int(binary_head["background_index"])
-      if leaf.shape[-1] != 1 or value.shape[:-1] != leaf.shape[:-1] or \
-          not (0 <= c < value.shape[-1] and 0 <= bg < value.shape[-1]):
-        raise ckpt_lib.IncompatibleCheckpointError(
-            f"init_from.binary_head: cannot make {name!r} of shape {tuple(leaf.shape)} from the "
-            f"source's {value.shape} with class {c} and background {bg}.")
-      stats["binary_head"] += 1
-      return jnp.asarray(value[..., c:c + 1] - value[..., bg:bg + 1], leaf.dtype)
-    if value.shape != tuple(leaf.shape):
-      raise ckpt_lib.IncompatibleCheckpointError(
-          f"init_from: weight {name!r} has shape {value.shape} in the source but "
-          f"{tuple(leaf.shape)} in the model; set config.init_from.reinit_pattern to "
-          f"initialise it afresh.")
-    stats["copied"] += 1
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(pick, target), stats
-
-
-def initial_variables(config, model, rng, mesh) -> dict:
-  """Fresh variables (replicated), then ``config.init_from`` applied."""
-  crop = _crop_hw(config.data.crop_size)
-  rep = sharding.replicated(mesh)
-  variables = jax.jit(lambda r: init_variables(model, r, crop), out_shardings=rep)(rng)
-  variables.setdefault("batch_stats", {})
-  init = config.get("init_from", None)
-  if init is None:
-    return variables
-  source = None
-  if init.get("checkpoint", ""):
-    step = int(init.get("step", -1))
-    tree, src_step = ckpt_lib.restore_raw(init.checkpoint, None if step < 0 else step)
-    source = {"params": tree["params"], "batch_stats": tree.get("batch_stats", {}) or {}}
-    origin = f"checkpoint {init.checkpoint} (step {src_step})"
-  elif init.get("torch_weights", ""):
-    from jaxseg import models  # pylint: disable=g-import-not-at-top
-    path = init.torch_weights
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"config.init_from.torch_weights: no file at {path}.")
-    try:
-      new = models.import_torch_state_dict(jax.device_get(variables), path,
-                                           **_to_dict(init.get("torch_options", {})))
-    except ValueError as e:
-      raise ckpt_lib.IncompatibleCheckpointError(
-          f"config.init_from.torch_weights={path!r} does not fit model "
-          f"{config.model.name!r}: {e}") from e
-    new = {"params": new["params"], "batch_stats": new.get("batch_stats", {}) or {}}
-    if jax.process_index() == 0:
-      print(f"Initialised from the PyTorch weights {path}.", flush=True)
-    return jax.device_put(new, rep)
-  if source is None:
-    return variables
-  bh = init.get("binary_head", None)
-  binary_head = None
-  if bh is not None and int(bh.get("class_index", -1)) >= 0:
-    binary_head = {"pattern": bh.pattern, "class_index": int(bh.class_index),
-                   "background_index": int(bh.get("background_index", 0))}
-  host = jax.device_get(variables)
-  new, stats = transfer_weights(host, source, reinit_pattern=init.get("reinit_pattern", ""),
-                                binary_head=binary_head)
-  if jax.process_index() == 0:
-    print(f"Initialised from {origin}: {stats}", flush=True)
-  return jax.device_put(new, rep)
-
-
-def create_train_state(config, model, mesh, learning_rate_fn, rng) -> TrainState:
-  """The replicated train state: fresh or ``init_from`` variables, optax chain, base key."""
-  # Parameters are drawn with the "rbg" generator (XLA's RngBitGenerator): compiling the init of a
-  # deep model with threefry costs several times longer on CPU (14 s against 3 s for unet_small).
-  seed = jax.random.randint(rng, (), 0, 2**31 - 1)
-  init_rng = jax.random.key(int(seed), impl="rbg")
-  state_rng = jax.random.fold_in(rng, 1)
-  variables = initial_variables(config, model, init_rng, mesh)
-  try:
-    tx = optim_lib.create_optimizer(config.optim, learning_rate_fn, variables["params"])
-  except ValueError as e:
-    raise ConfigError(f"config.optim: {e}") from e
-  rep = sharding.replicated(mesh)
-
-  def make(variables, key):
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables.get("batch_stats", {}), tx=tx, rng=key)
-
-  return jax.jit(make, out_shardings=rep)(variables, state_rng)
+  return models.create(name, num_classes, **to_dict(config.model.get("options", {})))
 
 
 def fingerprint(config, num_classes: int) -> dict:
   """What checkpoints of one run have in common (compared on resume)."""
   return {
       "model": config.model.name,
-      "model_options": json.loads(json.dumps(_to_dict(config.model.get("options", {})),
+      "model_options": json.loads(json.dumps(to_dict(config.model.get("options", {})),
                                              default=str, sort_keys=True)),
       "num_classes": int(num_classes),
       "dataset": config.data.name,
       "optimizer": config.optim.name,
   }
-
-
-# ----------------------------------------------------------------------------------------------
-# Logging
-
-
-class MetricLogger:
-  """metrics.jsonl + TensorBoard scalars, written by process 0 only."""
-
-  def __init__(self, workdir: str, *, truncate_after: Optional[int] = None,
-               tensorboard: bool = True):
-    self.active = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.writer = None
-    if not self.active:
-      return
-    if truncate_after is not None and os.path.exists(self.path):
-      # A resumed run logs again the steps after its checkpoint: drop the stale records.
-      with open(self.path) as f:
-        keep = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= truncate_after]
-      with open(self.path, "w") as f:
-        f.writelines(keep)
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-  def write(self, step: int, split: str, values: dict) -> None:
-    if not self.active:
-      return
-    record = {"step": int(step), "split": split}
-    record.update({k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
-                   for k, v in values.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-    if self.writer is not None:
-      for k, v in values.items():
-        if isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(float(v)):
-          self.writer.add_scalar(f"{split}/{k}", float(v), int(step))
-      self.writer.flush()
-
-  def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# The run
-
-
-class Run:
-  """Everything built from a config once (shared by training and stand-alone evaluation)."""
-
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    validate_config(config)
-    dist = config.get("distributed", None)
-    if dist is not None and dist.get("enabled", False):
-      sharding.initialize_distributed(dist.get("coordinator_address", "") or None,
-                                      dist.get("num_processes", -1), dist.get("process_id", -1))
-    self.config = config
-    self.workdir = os.path.abspath(workdir)
-    os.makedirs(self.workdir, exist_ok=True)
-    self.mesh = sharding.create_mesh()
-    # The batch sizes first: a run that cannot start says so before anything reads the data.
-    self.local_batch, self.eval_batch_size = check_batch_sizes(config, self.mesh)
-    self.info = dataset_info(config)
-    self.ignore_index = int(getattr(self.info, "ignore_index", 255))
-    self.num_classes = num_classes_of(config, self.info)
-    # Binary one-logit models are evaluated as two classes (background, foreground).
-    self.eval_classes = 2 if self.num_classes == 1 else self.num_classes
-    self.class_names = class_names_of(config, self.info, self.eval_classes)
-    self.label_fn = label_fn_of(config, self.ignore_index)
-    self.model = create_model(config, self.num_classes)
-    self.loss_fn = create_loss(config, self.mesh, self.num_classes)
-    try:
-      self.lr_fn = optim_lib.create_learning_rate_schedule(
-          config.schedule, config.num_train_steps, int(config.get("steps_per_epoch", -1)))
-      # (configured, used) warmup steps: a warmup not shorter than the run is clamped to it.
-      self.warmup_steps = (int(config.schedule.get("warmup_steps", 0) or 0),
-                           optim_lib.effective_warmup_steps(config.schedule,
-                                                            config.num_train_steps))
-    except ValueError as e:
-      raise ConfigError(f"config.schedule: {e}") from e
-    self.checkpointer = ckpt_lib.Checkpointer(
-        os.path.join(self.workdir, "checkpoints"), save_every=config.checkpoint_every_steps,
-        keep=config.get("keep_checkpoints", 3) or None,
-        async_save=config.get("async_checkpoints", True),
-        fingerprint=fingerprint(config, self.num_classes))
-
-  def initial_state(self) -> TrainState:
-    rng = jax.random.PRNGKey(int(self.config.seed))
-    return create_train_state(self.config, self.model, self.mesh, self.lr_fn, rng)
-
-  def restore_or_init(self) -> TrainState:
-    """The latest checkpoint of the workdir if any, else a fresh (or ``init_from``) state."""
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      self.checkpointer.check_compatible(latest)
-    state = self.initial_state()
-    if latest is not None:
-      state = self.checkpointer.restore(state, latest)
-      if jax.process_index() == 0:
-        print(f"Resumed from the checkpoint of step {latest} in {self.checkpointer.directory}.",
-              flush=True)
-    return state
-
-  def eval_iterator(self):
-    from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
-    return data_lib.create_eval_iterator(
-        self.config.data, global_batch_size=self.eval_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
-
-  def train_iterator(self, start_step: int):
-    from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
-    return data_lib.create_train_iterator(
-        self.config.data, global_batch_size=int(self.config.batch_size),
-        seed=int(self.config.seed), start_step=int(start_step),
-        process_index=jax.process_index(), process_count=jax.process_count())
-
-  def make_eval_step(self):
-    ev = self.config.get("eval", ml_collections.ConfigDict())
-    from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-    loss_fn = self.loss_fn
-    return eval_lib.make_eval_step(
-        self.mesh, self.model.apply, num_classes=self.eval_classes,
-        scales=tuple(ev.get("scales", (1.0,))), flip=bool(ev.get("flip", False)),
-        ignore_index=self.ignore_index, loss_fn=loss_fn)
-
-  def run_evaluation(self, state: TrainState, eval_step=None) -> tuple[dict, np.ndarray]:
-    from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-    eval_step = eval_step or self.make_eval_step()
-    ev = self.config.get("eval", ml_collections.ConfigDict())
-    cm, loss = eval_lib.evaluate(eval_step, state.variables, self.eval_iterator(), self.mesh,
-                                 num_classes=self.eval_classes,
-                                 max_batches=int(ev.get("max_batches", -1)),
-                                 label_fn=self.label_fn)
-    summary = eval_lib.summarize(cm, self.class_names)
-    if loss is not None:
-      summary["loss"] = loss
-    return summary, cm
-
-  def save_figures(self, state: TrainState, step: int, predict_fn=None) -> None:
-    """Training curves and a grid of predictions on the first evaluation images."""
-    if not self.config.get("figures", True):
-      return
-    from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-    from jaxseg import viz  # pylint: disable=g-import-not-at-top
-    fig_dir = os.path.join(self.workdir, "figures")
-    metrics_path = os.path.join(self.workdir, "metrics.jsonl")
-    batch = next(iter(self.eval_iterator()))
-    batch = {k: v for k, v in batch.items() if k in ("image", "label", "example_mask")}
-    if self.label_fn is not None:
-      batch["label"] = self.label_fn(batch["label"])
-    predict_fn = predict_fn or _predict_fn_for_figures(self)
-    global_b = sharding.global_batch(batch, self.mesh)
-    preds = predict_fn(state.variables, global_b)
-    if jax.process_index() != 0:
-      return
-    os.makedirs(fig_dir, exist_ok=True)
-    if os.path.exists(metrics_path):
-      try:
-        viz.plot_training_curves(metrics_path, os.path.join(fig_dir, "curves.png"))
-      except ValueError:
-        pass
-    n = int(self.config.get("eval", {}).get("num_figure_examples", 4))
-    preds = np.asarray(jax.device_get(preds))
-    keep = np.flatnonzero(batch.get("example_mask", np.ones(len(preds), bool)))[:n]
-    if len(keep) == 0:
-      return
-    images = np.stack([viz.to_uint8_image(batch["image"][i], self.config.data.get("mean", None),
-                                          self.config.data.get("std", None)) for i in keep])
-    viz.save_prediction_grid(os.path.join(fig_dir, f"predictions_{step:06d}.png"), images,
-                             np.asarray(batch["label"])[keep], preds[keep],
-                             ignore_index=self.ignore_index)
-
-
-def _predict_fn_for_figures(run: Run):
-  from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-  rep, dat = sharding.replicated(run.mesh), sharding.data_sharded(run.mesh)
-
-  def predict(variables, batch):
-    probs = eval_lib.predict_probabilities(run.model.apply, variables, batch["image"])
-    return jnp.argmax(probs, -1).astype(jnp.int32)
-
-  return jax.jit(predict, in_shardings=(rep, dat), out_shardings=rep)
-
-
-def _write_eval(run: Run, step: int, summary: dict, cm: np.ndarray, logger: MetricLogger) -> None:
-  from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-  values = {"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"],
-            "majority_class_miou": summary["majority_class_miou"]}
-  if "loss" in summary:
-    values["loss"] = summary["loss"]
-  for name, v in summary["per_class_iou"].items():
-    if v is not None:
-      values[f"iou/{name}"] = v
-  logger.write(step, "eval", values)
-  if jax.process_index() == 0:
-    eval_lib.save_summary(os.path.join(run.workdir, f"eval_{step:06d}.json"), summary, cm,
-                          step=step)
 
 
 def check_batch_sizes(config, mesh) -> tuple[int, int]:
@@ -605,6 +148,115 @@ def validate_config(config) -> None:
       raise ConfigError(f"config.data needs a {k!r} field (see jaxseg.data.default_data_config).")
 
 
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+class Run:
+  """Everything built from a config once (shared by training and stand-alone evaluation)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    validate_config(config)
+    dist = config.get("distributed", None)
+    if dist is not None and dist.get("enabled", False):
+      sharding.initialize_distributed(dist.get("coordinator_address", "") or None,
+                                      dist.get("num_processes", -1), dist.get("process_id", -1))
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    os.makedirs(self.workdir, exist_ok=True)
+    self.mesh = sharding.create_mesh()
+    # The batch sizes first: a run that cannot start says so before anything reads the data.
+    self.local_batch, self.eval_batch_size = check_batch_sizes(config, self.mesh)
+    self.info = dataset_info(config)
+    self.ignore_index = int(getattr(self.info, "ignore_index", 255))
+    self.num_classes = num_classes_of(config, self.info)
+    # Binary one-logit models are evaluated as two classes (background, foreground).
+    self.eval_classes = 2 if self.num_classes == 1 else self.num_classes
+    self.class_names = class_names_of(config, self.info, self.eval_classes)
+    self.label_fn = label_fn_of(config, self.ignore_index)
+    self.model = create_model(config, self.num_classes)
+    self.loss_fn = create_loss(config, self.mesh, self.num_classes)
+    ev = config.get("eval", ml_collections.ConfigDict())
+    self.eval_scales, self.eval_flip = tuple(ev.get("scales", (1.0,))), bool(ev.get("flip", False))
+    try:
+      self.lr_fn = optim_lib.create_learning_rate_schedule(
+          config.schedule, config.num_train_steps, int(config.get("steps_per_epoch", -1)))
+      # (configured, used) warmup steps: a warmup not shorter than the run is clamped to it.
+      self.warmup_steps = (int(config.schedule.get("warmup_steps", 0) or 0),
+                           optim_lib.effective_warmup_steps(config.schedule,
+                                                            config.num_train_steps))
+    except ValueError as e:
+      raise ConfigError(f"config.schedule: {e}") from e
+    self.checkpointer = ckpt_lib.Checkpointer(
+        os.path.join(self.workdir, "checkpoints"), save_every=config.checkpoint_every_steps,
+        keep=config.get("keep_checkpoints", 3) or None,
+        async_save=config.get("async_checkpoints", True),
+        fingerprint=fingerprint(config, self.num_classes))
+
+  def initial_state(self) -> TrainState:
+    rng = jax.random.PRNGKey(int(self.config.seed))
+    return create_train_state(self.config, self.model, self.mesh, self.lr_fn, rng)
+
+  def restore_or_init(self) -> TrainState:
+    """The latest checkpoint of the workdir if any, else a fresh (or ``init_from``) state."""
+    latest = self.checkpointer.latest_step()
+    if latest is not None:
+      self.checkpointer.check_compatible(latest)
+    state = self.initial_state()
+    if latest is not None:
+      state = self.checkpointer.restore(state, latest)
+      if jax.process_index() == 0:
+        print(f"Resumed from the checkpoint of step {latest} in {self.checkpointer.directory}.",
+              flush=True)
+    return state
+
+  def eval_iterator(self):
+    return data_lib.create_eval_iterator(
+        self.config.data, global_batch_size=self.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  def train_iterator(self, start_step: int):
+    return data_lib.create_train_iterator(
+        self.config.data, global_batch_size=int(self.config.batch_size),
+        seed=int(self.config.seed), start_step=int(start_step),
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  def make_eval_step(self):
+    return eval_lib.make_eval_step(
+        self.mesh, self.model.apply, num_classes=self.eval_classes, scales=self.eval_scales,
+        flip=self.eval_flip, ignore_index=self.ignore_index, loss_fn=self.loss_fn)
+
+  def run_evaluation(self, state: TrainState, eval_step=None) -> tuple[dict, np.ndarray, dict]:
+    """The evaluation summary and confusion matrix, and the first evaluation batch (figures)."""
+    eval_step = eval_step or self.make_eval_step()
+    ev = self.config.get("eval", ml_collections.ConfigDict())
+    batches = iter(self.eval_iterator())
+    first = next(batches, None)
+    cm, loss = eval_lib.evaluate(eval_step, state.variables,
+                                 itertools.chain([] if first is None else [first], batches),
+                                 self.mesh, num_classes=self.eval_classes,
+                                 max_batches=int(ev.get("max_batches", -1)),
+                                 label_fn=self.label_fn)
+    summary = eval_lib.summarize(cm, self.class_names)
+    if loss is not None:
+      summary["loss"] = loss
+    return summary, cm, first
+
+
+def _write_eval(run: Run, step: int, summary: dict, cm: np.ndarray, logger: MetricLogger) -> None:
+  values = {"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"],
+            "majority_class_miou": summary["majority_class_miou"]}
+  if "loss" in summary:
+    values["loss"] = summary["loss"]
+  for name, v in summary["per_class_iou"].items():
+    if v is not None:
+      values[f"iou/{name}"] = v
+  logger.write(step, "eval", values)
+  if jax.process_index() == 0:
+    eval_lib.save_summary(os.path.join(run.workdir, f"eval_{step:06d}.json"), summary, cm,
+                          step=step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from ``workdir`` if it holds checkpoints) and evaluates; returns the final
   evaluation summary (``per_class_iou``, ``miou``, ``majority_class_miou``, ...)."""
@@ -635,18 +287,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       label_stride=getattr(run.model, "feature_stride", None)
       if config.model.get("options", {}).get("logits_stride", False) else None)
   eval_step = run.make_eval_step()
-  predict_fn = _predict_fn_for_figures(run)
+  predict_fn = figures.make_predict_fn(run.mesh, run.model.apply, scales=run.eval_scales,
+                                       flip=run.eval_flip)
   eval_every = int(config.eval_every_steps)
   log_every = int(config.log_every_steps)
   summary = None
 
   if is_main:
     print(f"Training {config.model.name} on {config.data.name} with loss "
-          f"{_describe_loss(config)} for {total_steps} steps (global batch "
+          f"{describe_loss(config)} for {total_steps} steps (global batch "
           f"{config.batch_size}) on {jax.device_count()} device(s) of "
           f"{jax.process_count()} process(es); workdir {run.workdir}", flush=True)
 
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
              disable=not (is_main and config.get("progress_bar", True)), file=sys.stdout)
   pending: list[tuple[int, dict]] = []   # (step, device metrics) not yet checked / logged
@@ -696,11 +348,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if is_ckpt:
         run.checkpointer.save(state, force=step == total_steps)
       if is_eval:
-        summary, cm = run.run_evaluation(state, eval_step)
+        summary, cm, eval_batch = run.run_evaluation(state, eval_step)
         _write_eval(run, step, summary, cm, logger)
         bar.write(f"step {step}: eval mIoU {100 * summary['miou']:.2f} "
                   f"(majority-class baseline {100 * summary['majority_class_miou']:.2f})")
-        run.save_figures(state, step, predict_fn)
+        if config.get("figures", True):
+          figures.save_figures(run.workdir, step, predict_fn, state.variables, eval_batch,
+                               run.mesh, config=config, label_fn=run.label_fn,
+                               ignore_index=run.ignore_index)
         t_window = time.time()
   finally:
     bar.close()
@@ -709,10 +364,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   final_step = int(jax.device_get(state.step))
   if summary is None:  # nothing left to train: evaluate the restored state
-    summary, cm = run.run_evaluation(state, eval_step)
+    summary, cm, _ = run.run_evaluation(state, eval_step)
     _write_eval(run, final_step, summary, cm, logger)
   if is_main:
-    from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
     print(eval_lib.format_table(summary, f"Evaluation of step {final_step} on "
                                          f"{config.data.name}/{config.data.get('eval_split', '')}"))
     print(f"Total time {time.time() - t_start:.1f} s; outputs in {run.workdir}", flush=True)
@@ -731,24 +385,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
       raise FileNotFoundError(f"No checkpoint to evaluate in {run.checkpointer.directory}; "
                               f"train first (python train.py --workdir {workdir}).")
     state = run.checkpointer.restore(run.initial_state(), latest)
-    summary, cm = run.run_evaluation(state)
+    summary, cm, _ = run.run_evaluation(state)
   finally:
     run.checkpointer.close()
   if jax.process_index() == 0:
-    from jaxseg import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-    ev = config.get("eval", {})
-    scales = tuple(ev.get("scales", (1.0,)))
     eval_lib.save_summary(os.path.join(run.workdir, f"eval_{latest:06d}_standalone.json"),
-                          summary, cm, step=latest, scales=list(scales),
-                          flip=bool(ev.get("flip", False)))
+                          summary, cm, step=latest, scales=list(run.eval_scales),
+                          flip=run.eval_flip)
     print(eval_lib.format_table(summary, f"Evaluation of the checkpoint of step {latest} "
-                                         f"(scales {scales}, flip {bool(ev.get('flip', False))})"))
+                                         f"(scales {run.eval_scales}, flip {run.eval_flip})"))
   summary["step"] = latest
   return summary
 
-
-def _describe_loss(config) -> str:
-  entry = _to_dict(config.loss)
-  if "terms" in entry:
-    return " + ".join(f"{t.get('weight', 1.0)} * {t['name']}" for t in entry["terms"])
-  return str(entry.get("name"))

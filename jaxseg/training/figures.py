@@ -1,0 +1,68 @@
+"""Figures of a run under ``workdir/figures``: the training curves (``curves.png``, from
+``metrics.jsonl``) and a grid of predictions on the first evaluation images
+(``predictions_<step>.png``).
+
+The predictions are the evaluation's own (:func:`jaxseg.evaluate.predict_probabilities` with the
+config's ``eval.scales`` and ``eval.flip``, arg-max), on the first batch of the evaluation that
+has just run: no pipeline is opened for the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import evaluate as eval_lib
+from jaxseg import sharding
+from jaxseg import viz
+
+
+def make_predict_fn(mesh, apply_fn, *, scales: Sequence[float] = (1.0,), flip: bool = False):
+  """``predict(variables, global_batch) -> int32 [B, H, W]``: the arg-max of the evaluation's
+  probabilities, jitted (variables replicated, batch sharded on ``'data'``, output replicated)."""
+  probabilities = functools.partial(eval_lib.predict_probabilities, apply_fn,
+                                    scales=tuple(float(s) for s in scales), flip=bool(flip))
+
+  def predict(variables, batch):
+    return jnp.argmax(probabilities(variables, batch["image"]), -1).astype(jnp.int32)
+
+  rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  return jax.jit(predict, in_shardings=(rep, dat), out_shardings=rep)
+
+
+def save_figures(workdir: str, step: int, predict_fn, variables, batch: Optional[dict], mesh, *,
+                 config, ignore_index: int = 255,
+                 label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
+  """Training curves and the prediction grid of ``batch`` (this host's share of an evaluation
+  batch). Every process takes part in the prediction; process 0 draws."""
+  if batch is None:
+    return
+  batch = {k: v for k, v in batch.items() if k in ("image", "label", "example_mask")}
+  if label_fn is not None:
+    batch["label"] = label_fn(batch["label"])
+  preds = predict_fn(variables, sharding.global_batch(batch, mesh))
+  if jax.process_index() != 0:
+    return
+  fig_dir = os.path.join(workdir, "figures")
+  os.makedirs(fig_dir, exist_ok=True)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(metrics_path):
+    try:
+      viz.plot_training_curves(metrics_path, os.path.join(fig_dir, "curves.png"))
+    except ValueError:
+      pass
+  n = int(config.get("eval", {}).get("num_figure_examples", 4))
+  preds = np.asarray(jax.device_get(preds))
+  keep = np.flatnonzero(batch.get("example_mask", np.ones(len(preds), bool)))[:n]
+  if len(keep) == 0:
+    return
+  images = np.stack([viz.to_uint8_image(batch["image"][i], config.data.get("mean", None),
+                                        config.data.get("std", None)) for i in keep])
+  viz.save_prediction_grid(os.path.join(fig_dir, f"predictions_{step:06d}.png"), images,
+                           np.asarray(batch["label"])[keep], preds[keep],
+                           ignore_index=ignore_index)
