@@ -1,5 +1,6 @@
-"""Segmentation metrics: the confusion matrix and every IoU flavour (SPEC.md §1, "Dataset vs batch
-vs image mIoU"), with Cityscapes' category IoU and instance-weighted iIoU.
+"""Segmentation metrics: the confusion matrix and every IoU flavour (dataset, batch and image mIoU:
+Berman et al., CVPR 2018, Sec. 3.1, Eq. 14-15), with Cityscapes' category IoU and instance-weighted
+iIoU.
 
 Notation: ``C`` classes, predictions and labels are integer class ids of the same shape (e.g.
 ``[B, H, W]``), ``ignore_index`` (255) marks void ground-truth pixels.

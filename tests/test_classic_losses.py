@@ -288,7 +288,7 @@ def test_optax_integer_ce_would_be_nan_but_ours_is_not():
     import optax  # pylint: disable=import-outside-toplevel
     logits, labels = _data(2)
     raw = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.asarray(labels))
-    assert not np.all(np.isfinite(np.asarray(raw)))  # the trap documented in SPEC.md §5
+    assert not np.all(np.isfinite(np.asarray(raw)))  # optax gives NaN at the void label 255
     assert np.isfinite(float(classic.cross_entropy(logits, labels)))
 
 

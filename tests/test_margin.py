@@ -11,7 +11,9 @@ from jaxseg.losses import margin
 
 
 def _np_offsets(counts, tau, upsilon):
-    """Independent float64 reference of SPEC.md §3 (class-by-class, plain Python)."""
+    """Independent float64 reference of the offsets of Yu et al., IJCV 2022, as the authors' code
+    computes them, with 0 for a class with n1 = 0 or n0 = 0 (a jaxseg convention); class-by-class,
+    plain Python."""
     n = float(sum(counts))
     r0, r1 = [], []
     for n1 in counts:

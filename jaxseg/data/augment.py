@@ -1,7 +1,7 @@
 """Training augmentation and evaluation preprocessing as TensorFlow graph functions.
 
-Training (DeepLab recipe, Berman et al. Sec. 4 / SPEC.md §1: 321 x 321 crops with random scale and
-flip): random scale ``s ~ U[min, max]`` (image bilinear, label nearest neighbour, so labels only
+Training (DeepLab recipe, Berman et al., CVPR 2018, Sec. 4.2-4.3: 321 x 321 crops with random scale
+and flip): random scale ``s ~ U[min, max]`` (image bilinear, label nearest neighbour, so labels only
 take values that were in the input) -> pad bottom/right up to the crop size (image with the
 mean colour, label with 255) -> random crop -> random horizontal flip -> normalise
 ``(x - mean) / std``. With an equibatch target class the crop is constrained to contain a pixel of

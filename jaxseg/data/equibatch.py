@@ -8,9 +8,10 @@ sees exactly the same samples.
 
 * :class:`EpochSchedule` (plain sampling): epochs of ``N`` samples, each a fresh pseudo-random
   permutation of the ``N`` examples: ``example(g) = perm(seed, g // N)[g % N]``.
-* :class:`EquibatchSchedule` (Berman et al., CVPR 2018, Sec. 3.1 and SPEC.md §1): patches are
+* :class:`EquibatchSchedule` (Berman et al., CVPR 2018, Sec. 3.1, "equibatch"): patches are
   sampled by cycling over the classes, so that every class is visited at least once every ``|C|``
-  patches. The classes present in the split are put in a fixed pseudo-random order
+  patches. How classes and images are picked is a jaxseg convention (the paper states only the
+  cycling): the classes present in the split are put in a fixed pseudo-random order
   ``c_0 .. c_{K-1}`` (``K <= |C|``, absent classes are skipped); sample ``g`` targets class
   ``c_{g mod K}`` and its image is drawn uniformly among the images containing that class (the
   class-presence index of :mod:`jaxseg.data.statistics`); the augmentation then constrains the

@@ -1,10 +1,10 @@
 """Split statistics, computed once over a whole split at native resolution and cached.
 
 * ``class_pixel_counts[c]``: number of pixels labelled ``c`` over the split (void excluded) — what
-  margin calibration (SPEC.md §3: ``n``, ``n1``, ``n0`` per class) and class-weighted losses
-  (ENet's ``w_c = 1 / ln(1.02 + p_c)``, SPEC.md §5) need.
+  margin calibration (Yu et al., IJCV 2022: ``n``, ``n1``, ``n0`` per class) and class-weighted
+  losses (ENet's ``w_c = 1 / ln(1.02 + p_c)``, Paszke et al. 2016) need.
 * ``image_class_presence[i, c]``: whether example ``i`` (source order) has a pixel of class
-  ``c`` — the class-presence index of equibatch sampling (SPEC.md §1).
+  ``c`` — the class-presence index of equibatch sampling (Berman et al., CVPR 2018, Sec. 3.1).
 * ``mean_instance_sizes[c]``: for datasets with instances (Cityscapes), the mean pixel count of
   the instances of class ``c`` (instance ids ``labelId * 1000 + k``), NaN for classes without
   instances — the weights ``mean_size / instance_size`` of Cityscapes' instance-level iIoU.

@@ -12,7 +12,7 @@ Two datasets:
   dataset learnable by a small UNet in minutes on a CPU.
 * ``circles``: the binary experiment of the Lovász paper (Berman et al., CVPR 2018, Sec. 4.1):
   10 binary 50 x 50 images each holding one circle of a random radius; one scalar feature per pixel,
-  ``f ~ N(+1/2, 1)`` on the foreground and ``f ~ N(-1/2, 1)`` on the background (SPEC.md §1).
+  ``f ~ N(+1/2, 1)`` on the foreground and ``f ~ N(-1/2, 1)`` on the background (ibid., Fig. 3a).
 
 Every image ``i`` of split ``s`` is a pure function of ``(seed, s, i)`` (its own
 ``numpy.random.Generator`` seeded with that triple), so datasets are reproducible whatever the

@@ -1,5 +1,7 @@
-"""Baseline segmentation losses (SPEC.md §5): cross-entropy, focal, soft Dice, Tversky, soft
-Jaccard (IoU-Appx), per-pixel hinge, and the binary cross-entropy / hinge of a one-logit head.
+"""Baseline segmentation losses, those the Lovász-Softmax (Berman et al., CVPR 2018, Sec. 4),
+NeuroIoU (Nagendar et al., BMVC 2018, Sec. 4) and margin-calibration (Yu et al., IJCV 2022)
+experiments compare against: cross-entropy, focal, soft Dice, Tversky, soft Jaccard (IoU-Appx),
+per-pixel hinge, and the binary cross-entropy / hinge of a one-logit head.
 
 Every loss is a pure, jittable function ``loss(logits, labels, *, ignore_index=255, ...) -> scalar``
 with channels-last logits ``[B, H, W, C]`` (``[B, H, W]`` for the binary losses) and integer labels
@@ -25,7 +27,7 @@ Conventions shared by all losses of this module:
   valid pixels of the whole batch. The region losses (Dice, Tversky, soft Jaccard) sum their soft
   counts over the whole batch by default (``per_image=False``), or per image (``per_image=True``:
   the loss is the mean over the images of the batch of the per-image loss, an image without valid
-  pixel contributing 0, as in the Lovász reference code, SPEC.md §1).
+  pixel contributing 0, as in the Lovász-Softmax authors' reference code).
 * Shapes, ranks and dtypes are checked at trace time; violations raise ``ValueError`` naming the
   loss, the argument and the offending shape or dtype.
 """
@@ -170,7 +172,8 @@ def cross_entropy(
     class_weights: Any = None,
     label_smoothing: float = 0.0,
 ) -> jax.Array:
-    r"""Softmax cross-entropy with void pixels ignored and optional class weights (SPEC.md §5).
+    r"""Softmax cross-entropy with void pixels ignored and optional class weights (Berman et al.,
+    CVPR 2018, Eq. 1; weighted as in ENet's weighted cross-entropy, ibid. Sec. 4.4).
 
     With ``log f = log_softmax(F)``, smoothing ``ε`` and class weights ``w`` (all 1 by default),
     over the set ``V`` of valid pixels of the **whole batch**::
@@ -220,7 +223,8 @@ def cross_entropy(
 
 
 def enet_class_weights(class_frequencies: Any, c: float = 1.02) -> np.ndarray:
-    """ENet's class weights ``w_c = 1 / ln(c + p_c)`` (Paszke et al. 2016; SPEC.md §5).
+    """ENet's class weights ``w_c = 1 / ln(c + p_c)`` (Paszke et al. 2016; the weighted
+    cross-entropy that the Cityscapes ENet of Berman et al., CVPR 2018, Sec. 4.4, starts from).
 
     ``p_c`` is the frequency of class ``c``: the input (pixel counts or frequencies) is normalised
     to sum to 1. With ``c = 1.02`` the weights lie in ``[1 / ln(2.02), 1 / ln(1.02)] ≈ [1.42,
@@ -256,7 +260,7 @@ def focal_loss(
     gamma: float = 2.0,
     alpha: Any = None,
 ) -> jax.Array:
-    r"""Multi-class focal loss (Lin et al., ICCV 2017, eq. 5; SPEC.md §5), mean over valid pixels.
+    r"""Multi-class focal loss (Lin et al., ICCV 2017, eq. 5), mean over valid pixels.
 
     With ``p_t = softmax(F)_y`` the probability of the ground-truth class::
 
@@ -307,14 +311,17 @@ def hinge_loss(
     ignore_index: int = 255,
     margin: float = 1.0,
 ) -> jax.Array:
-    r"""Per-pixel multi-class one-vs-rest hinge loss on the logits (SPEC.md §2 and §5).
+    r"""Per-pixel multi-class one-vs-rest hinge loss on the logits (Nagendar et al., BMVC 2018,
+    Sec. 3.3).
 
     With ``s_c = +1`` for the ground-truth class and ``-1`` for every other class::
 
         h_i = sum_c max(0, margin - s_c F_i(c)),      loss = (1 / |V|) sum_{i in V} h_i
 
     a sum of C binary hinge losses per pixel, averaged over the valid pixels ``V`` of the
-    **whole batch**. This is the per-pixel hinge that NeuroIoU's hinge variant sums (SPEC.md §2).
+    **whole batch**. This is the per-pixel hinge that NeuroIoU's hinge variant sums (Nagendar
+    et al., BMVC 2018, Sec. 3.3, which does not write it out for several classes: one-vs-rest on
+    the logits is a jaxseg convention).
 
     Args:
       logits: ``[B, H, W, C]`` float.
@@ -343,7 +350,8 @@ def binary_hinge_loss(
     ignore_index: int = 255,
     margin: float = 1.0,
 ) -> jax.Array:
-    r"""Binary hinge loss of a one-logit head (the "hinge" baseline of Berman et al. 2018, §4).
+    r"""Binary hinge loss of a one-logit head (the "hinge" baseline of Berman et al., CVPR 2018,
+    Sec. 4.2, Table 1).
 
     With ``s = 2y - 1`` in ``{-1, +1}``::
 
@@ -378,7 +386,8 @@ def binary_cross_entropy(
     ignore_index: int = 255,
     pos_weight: float | None = None,
 ) -> jax.Array:
-    r"""Sigmoid cross-entropy of a one-logit binary head, void pixels ignored (SPEC.md §5).
+    r"""Sigmoid cross-entropy of a one-logit binary head, void pixels ignored (the binary
+    "cross-entropy" baseline of Berman et al., CVPR 2018, Sec. 4.2, Table 1).
 
     With ``σ`` the sigmoid and ``w+`` the optional positive weight (1 by default)::
 
@@ -517,7 +526,7 @@ def soft_dice_loss(
     class_weights: Any = None,
     from_logits: bool = True,
 ) -> jax.Array:
-    r"""Soft Dice loss (Milletari et al. 2016, "V-Net"; SPEC.md §5), mean over classes.
+    r"""Soft Dice loss (Milletari et al. 2016, "V-Net"), mean over classes.
 
     With ``p = softmax(F)`` and one-hot labels ``y``, summed over the valid pixels (of the whole
     batch when ``per_image=False``, of each image otherwise)::
@@ -568,7 +577,7 @@ def tversky_loss(
     class_weights: Any = None,
     from_logits: bool = True,
 ) -> jax.Array:
-    r"""Tversky loss (Salehi, Erdogmus, Gholipour 2017; SPEC.md §5), mean over classes.
+    r"""Tversky loss (Salehi, Erdogmus, Gholipour 2017), mean over classes.
 
     With the soft counts of :func:`soft_dice_loss` (valid pixels of the batch, or of each image
     when ``per_image=True``)::
@@ -617,7 +626,8 @@ def soft_jaccard_loss(
     class_weights: Any = None,
     from_logits: bool = True,
 ) -> jax.Array:
-    r"""Soft Jaccard loss, the "IoU-Appx" of Rahman & Wang (ISVC 2016; SPEC.md §2 and §5).
+    r"""Soft Jaccard loss, the "IoU-Appx" of Rahman & Wang (ISVC 2016; the baseline of Nagendar et
+    al., BMVC 2018, Sec. 2 and Table 1).
 
     With ``p = softmax(F)`` and one-hot labels ``y`` over the valid pixels (of the whole batch
     when ``per_image=False``, of each image otherwise)::

@@ -2,8 +2,11 @@
 
 The loss shifts the top-2 class margins of every pixel by per-class offsets computed once from the
 label distribution of the training split, then applies a logistic (softplus) loss to the shifted
-margins. SPEC.md §3 restates the formulas, recovered from the authors' public code because the
-stripped paper text lacks its equations; this module follows SPEC.md §3 exactly.
+margins. The formulas below are those of the authors' public code: the text of the paper available
+to this project lacks its equations, and its words agree with the code (per-class margin offsets
+computed once from the label distribution, a hyper-parameter to tune them, a smooth calibrated
+loss in place of the margin loss, fine-tuning from a cross-entropy model).
+Where this module departs from that code, it says so below.
 
 Notation (channels last): logits ``F`` ``[..., C]``, integer labels ``y`` ``[...]`` with
 ``ignore_index`` marking void pixels.
@@ -61,7 +64,8 @@ __all__ = [
 def margin_offsets(
     class_pixel_counts: Any, *, tau: float = 10.0, upsilon: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class margin offsets ``(ρ_0i, ρ_i0)`` of SPEC.md §3, in float64 NumPy.
+    """Per-class margin offsets ``(ρ_0i, ρ_i0)`` (Yu et al., IJCV 2022, as in the authors' code;
+    see the module docstring), in float64 NumPy.
 
     Args:
       class_pixel_counts: ``[C]`` non-negative pixel counts per class over the whole training
@@ -72,7 +76,8 @@ def margin_offsets(
     Returns:
       ``(rho_0i, rho_i0)``, two float64 arrays of shape ``[C]``. A class with no pixel
       (``n1 = 0``) gets both offsets 0 and a ``UserWarning`` (the formula would divide by 0);
-      a class that owns every labelled pixel (``n0 = 0``) likewise gets 0 and a warning.
+      a class that owns every labelled pixel (``n0 = 0``) likewise gets 0 and a warning (both
+      a jaxseg convention).
 
     Raises:
       ValueError: counts not a 1-D array of finite non-negative numbers with a positive total,
@@ -173,7 +178,8 @@ def margin_calibration_loss(
     rho_i0: Any,
     ignore_index: int = 255,
 ) -> jax.Array:
-    """Distribution-aware calibrated logistic margin loss (SPEC.md §3), mean over valid pixels.
+    """Distribution-aware calibrated logistic margin loss (Yu et al., IJCV 2022), mean over valid
+    pixels.
 
     ``ℓ = (1/C) [ C softplus(-(γ_y - ρ_y0)) + Σ_{c≠y} softplus(γ_c + ρ_0c) ]`` per valid pixel.
 

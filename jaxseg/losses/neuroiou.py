@@ -5,8 +5,8 @@ A small MLP is fitted to map "probability counts" of a prediction to its true Io
 gradient reaching the network's probabilities through the soft counts (Sec. 3.2,
 "backprop-to-image").
 
-Features, per image and class ``c`` (SPEC.md §2; the paper writes them for one foreground class,
-per class per image is the multi-class reading):
+Features, per image and class ``c`` (paper Sec. 3.1, Eq. 2; the paper writes them for one foreground
+class: computing them per class per image is the multi-class reading, a jaxseg convention):
 
 * hard sets from the arg-max prediction against the ground truth, over the image's valid pixels:
   ``TP = {pred == c, y == c}``, ``FP = {pred == c, y != c}``, ``FN = {pred != c, y == c}``.
@@ -15,7 +15,8 @@ per class per image is the multi-class reading):
   one-vs-rest hinge on logits ``max(0, 1 - s_c F_c)`` with ``s_c = +1`` where ``y == c`` and ``-1``
   elsewhere (``kind="hinge"``, Sec. 3.3, "NeuroIoU-Hinge");
 * ``num_inputs=3``: ``(Σ_TP v, Σ_FP v, Σ_FN v) / N`` with ``N`` the image's number of valid pixels
-  (this normalisation is a convention of SPEC.md §2, so that features are O(1) at any resolution);
+  (a jaxseg convention: the paper feeds the raw sums; divided by ``N`` the features are O(1) at
+  any resolution);
 * ``num_inputs=6``: the three above plus the set means ``Σ_TP v / |TP|``, ... (0 for an empty set),
   the paper's better variant (Fig. 6).
 

@@ -1,9 +1,9 @@
 """A distance-aware generalised Jaccard loss: a RECONSTRUCTION of PixIoU from its abstract.
 
 PixIoU (Yu et al., "Learning Generalized Intersection Over Union for Dense Pixelwise Prediction",
-ICML 2021) is only available to this project as an abstract (SPEC.md §4). The paper's own formula
-is NOT implemented here and nothing below should be read as it. What this module provides is a
-loss built to meet the four properties the abstract states:
+ICML 2021, PMLR 139:12198-12207) is only available to this project as its abstract. The paper's
+own formula is NOT implemented here and nothing below should be read as it. What this module
+provides is a loss built to meet the four properties the abstract states:
 
 (a) a useful signal when prediction and ground truth do not overlap, growing with their distance;
 (b) sensitivity to where in the image the errors are;

@@ -1,4 +1,4 @@
-"""Fitting the NeuroIoU surrogate (Nagendar et al., BMVC 2018, Sec. 3.1; SPEC.md §2).
+"""Fitting the NeuroIoU surrogate (Nagendar et al., BMVC 2018, Sec. 3.1, Eq. 2-3).
 
 Recipe of the paper: train a network with cross-entropy, run it over the training images, compute
 for every (image, class) pair the features of :func:`jaxseg.losses.neuroiou.neuroiou_statistics`
