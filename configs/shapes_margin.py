@@ -2,7 +2,7 @@
 
 ``python train.py --config configs/shapes_margin.py --workdir runs/shapes_margin`` trains the
 small U-Net of ``configs/default.py`` from scratch with the distribution-aware calibrated loss
-(SPEC.md §3) instead of Lovász-Softmax; the offsets come from the pixel counts of the synthetic
+(Yu et al., IJCV 2022; see :mod:`jaxseg.losses.margin`) instead of Lovász-Softmax; the offsets come from the pixel counts of the synthetic
 training split (computed in memory).
 """
 

@@ -1,4 +1,5 @@
-"""Distribution-aware margin calibration on PASCAL VOC 2012 (Yu et al., IJCV 2022; SPEC.md §3).
+"""Distribution-aware margin calibration on PASCAL VOC 2012 (Yu et al., IJCV 2022; formulas of
+the authors' code, see jaxseg.losses.margin).
 
 Recipe of the paper: initialise from a cross-entropy model and fine-tune with the calibrated
 loss. The offsets ``ρ_0i``, ``ρ_i0`` come from the per-class pixel counts of the whole training

@@ -71,7 +71,7 @@ def default_data_config(name: str) -> ml_collections.ConfigDict:
     * ``shapes``: 64 x 64 images, 256 train / 64 validation, crop 64, scale [0.75, 1.25], flip.
     * ``circles``: the Sec. 4.1 data (10 images 50 x 50), no augmentation.
 
-    Sampling: ``equibatch`` (cycle over the classes, SPEC.md §1) or ``class_balanced`` with
+    Sampling: ``equibatch`` (cycle over the classes, Berman et al., CVPR 2018, Sec. 3.1) or ``class_balanced`` with
     ``class_id >= 0`` (every global batch holds ``fraction * B`` rounded half up images containing
     ``class_id`` and the rest without it, :mod:`jaxseg.data.class_balanced`; ``class_id = -1``,
     the default, is off); otherwise epoch-wise permutations.

@@ -1,6 +1,7 @@
 """The Lovász extension of the (weighted) Jaccard loss: the building block of every Lovász loss.
 
-Berman, Rannen Triki and Blaschko, "The Lovász-Softmax loss", CVPR 2018, Sec. 3 and Algorithm 1.
+Berman, Rannen Triki and Blaschko, "The Lovász-Softmax loss", CVPR 2018, Sec. 2 (the Lovász
+extension of a submodular set function) and Sec. 3, Algorithm 1.
 
 For one row (one class, over a batch or one image) with non-negative errors ``m in R^P``, a
 ground-truth indicator ``δ in {0, 1}^P`` and non-negative pixel weights ``w`` (all ones for the

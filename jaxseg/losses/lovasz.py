@@ -92,7 +92,7 @@ def _weighted_mean(values, weights):
 def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
                    per_image: bool = False, ignore_index: int = 255, from_logits: bool = True,
                    class_weights=None, sort: str = "auto"):
-  """Lovász-Softmax loss (CVPR 2018, Sec. 3.2, Eq. 8 and Algorithm 1).
+  """Lovász-Softmax loss (CVPR 2018, Sec. 2.2, Eqs. 11-13; gradient by Algorithm 1, Sec. 3).
 
   With ``f = softmax(logits)`` and per-pixel class errors ``m_i(c) = |[y_i = c] - f_i(c)|``::
 
@@ -229,7 +229,7 @@ def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index, sort):
 
 def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 255,
                  hinge: str = "relu", symmetric: bool = False, sort: str = "auto"):
-  """Binary Lovász hinge loss of the foreground Jaccard index (CVPR 2018, Sec. 3.1, Eq. 5).
+  """Binary Lovász hinge loss of the foreground Jaccard index (CVPR 2018, Sec. 2.1, Eq. 10).
 
   With signs ``s_i = 2 y_i - 1`` and hinge errors ``e_i = 1 - F_i s_i``::
 
@@ -275,7 +275,7 @@ def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int 
                    from_logits: bool = False, sort: str = "auto"):
   """Lovász-Sigmoid: Lovász-Softmax on the one-channel foreground probability, classes = [1].
 
-  ``m_i = |[y_i = 1] - p_i|`` and ``loss = Δ̄_J1(m)`` (CVPR 2018, Sec. 3.2 with one channel); a
+  ``m_i = |[y_i = 1] - p_i|`` and ``loss = Δ̄_J1(m)`` (CVPR 2018, Sec. 2.2 with one channel); a
   batch (or image) without foreground costs its largest error, as an explicit class list does in
   Lovász-Softmax.
 

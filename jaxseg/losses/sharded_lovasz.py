@@ -1,6 +1,7 @@
 """Batch-level Lovász-Softmax over a data-sharded batch, with the classes spread over devices.
 
-The batch-level Lovász-Softmax (Berman et al., CVPR 2018, Sec. 3.2 and Alg. 1; SPEC.md Sec. 1)
+The batch-level Lovász-Softmax (Berman et al., CVPR 2018, Eq. 13 (Sec. 2.2) averaged over the
+classes present in the batch (Sec. 3.1), gradient by Algorithm 1 (Sec. 3))
 sorts, for every class ``c``, the errors ``m_i(c) = |[y_i = c] - f_i(c)|`` of *all* pixels of
 the *global* batch. Left to itself, XLA computes that on a batch sharded along ``'data'`` by
 all-gathering every error onto every device and repeating the same ``C`` sorts of length
