@@ -199,25 +199,27 @@ def test_registry_builder(batch):
 
 
 def test_shapes_margin_config_builds_from_split_statistics(batch):
-    """configs/shapes_margin.py: offsets from the data layer's split statistics (synthetic data)."""
+    """configs/shapes_margin.py: the trainer's loss setup reads the per-class pixel counts of the
+    split its ``statistics`` names (synthetic data) and builds the loss from them."""
     import importlib.util
     import os
 
+    from jaxseg import sharding
     from jaxseg.data import split_statistics
-    from jaxseg.losses.registry import build_loss
+    from jaxseg.training import initialization, loss_setup
 
     path = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "shapes_margin.py")
     spec = importlib.util.spec_from_file_location("shapes_margin_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    fn = build_loss(config.loss)
     st = config.loss.kwargs.statistics
     counts = np.asarray(
         split_statistics(st.name, st.split, **dict(st.options)).class_pixel_counts
     )
     assert counts.sum() > 0
     num_classes = counts.size
+    fn = loss_setup.create_loss(config, sharding.create_mesh(), num_classes)
     _, labels = batch
     logits = np.random.default_rng(5).normal(size=labels.shape + (num_classes,))
     labels = np.where(labels == 255, 255, labels % num_classes).astype(np.int32)
@@ -225,5 +227,7 @@ def test_shapes_margin_config_builds_from_split_statistics(batch):
     np.testing.assert_allclose(
         float(fn(logits.astype(np.float32), labels)), _np_loss(logits, labels, r0, r1), rtol=2e-6
     )
-    with pytest.raises(ValueError, match="statistics must be"):
-        margin.build_margin_calibration(statistics={"name": "shapes"})
+    with pytest.raises(initialization.ConfigError, match="statistics must be"):
+        loss_setup.class_pixel_counts_from_data({"name": "shapes"})
+    with pytest.raises(TypeError):  # the loss itself reads no data
+        margin.build_margin_calibration(statistics=st.to_dict())

@@ -228,33 +228,9 @@ def margin_calibration_loss(
     return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(dtype), 0.0).astype(dtype)
 
 
-def _counts_from_split_statistics(statistics: Any) -> np.ndarray:
-    """Per-class pixel counts from the data layer's cached split statistics (lazy import)."""
-    spec = dict(statistics.to_dict() if hasattr(statistics, "to_dict") else statistics)
-    unknown = set(spec) - {"name", "split", "data_dir", "manual_dir", "options"}
-    if "name" not in spec or "split" not in spec or unknown:
-        raise ValueError(
-            "statistics must be {'name', 'split'[, 'data_dir', 'manual_dir', 'options']}, "
-            f"got {sorted(spec)}"
-        )
-    # The loss functions know nothing about data; only this builder reads the dataset's
-    # statistics, and only when a config asks for it.
-    from jaxseg.data import split_statistics  # pylint: disable=import-outside-toplevel
-
-    stats = split_statistics(
-        spec["name"],
-        spec["split"],
-        data_dir=spec.get("data_dir"),
-        manual_dir=spec.get("manual_dir"),
-        **dict(spec.get("options") or {}),
-    )
-    return np.asarray(stats.class_pixel_counts, np.int64)
-
-
 def build_margin_calibration(
     *,
     class_pixel_counts: Any = None,
-    statistics: Any = None,
     rho_0i: Any = None,
     rho_i0: Any = None,
     tau: float = 10.0,
@@ -266,23 +242,16 @@ def build_margin_calibration(
     Give exactly one source of offsets:
 
     * ``class_pixel_counts``: ``[C]`` per-class pixel counts of the whole training split at native
-      resolution (offsets computed with ``tau``/``upsilon``);
-    * ``statistics``: ``{"name", "split", "data_dir", "manual_dir", "options"}`` of a dataset split;
-      the counts are read from ``jaxseg.data.split_statistics`` (computed once and cached);
+      resolution (offsets computed with ``tau``/``upsilon``); the trainer reads them from the
+      data for a config entry that names a split (``statistics``, see
+      :mod:`jaxseg.training.loss_setup`): the losses read no data;
     * ``rho_0i`` and ``rho_i0``: precomputed offsets ``[C]``.
     """
-    given = [
-        class_pixel_counts is not None,
-        statistics is not None,
-        rho_0i is not None or rho_i0 is not None,
-    ]
-    if sum(given) != 1:
+    if (class_pixel_counts is not None) == (rho_0i is not None or rho_i0 is not None):
         raise ValueError(
             "margin_calibration needs exactly one of class_pixel_counts (per-class pixel counts of "
-            "the training split), statistics (a dataset split to count) or rho_0i and rho_i0"
+            "the training split) or rho_0i and rho_i0"
         )
-    if statistics is not None:
-        class_pixel_counts = _counts_from_split_statistics(statistics)
     if class_pixel_counts is not None:
         rho_0i, rho_i0 = margin_offsets(class_pixel_counts, tau=tau, upsilon=upsilon)
     elif rho_0i is None or rho_i0 is None:
