@@ -31,14 +31,10 @@ import numpy as np
 import pytest
 from jax import lax
 
-import jaxseg.losses as losses_pkg
-from jaxseg.losses import lovasz_hinge, lovasz_sigmoid, lovasz_softmax, pixiou_loss
+from jaxseg.losses import (lovasz_hinge, lovasz_sigmoid, lovasz_softmax,
+                           lovasz_softmax_all_to_all, pixiou_loss)
 from jaxseg.sharding import create_mesh
-
-try:  # the all-to-all loss may move into jaxseg.losses
-  lovasz_softmax_all_to_all = losses_pkg.lovasz_softmax_all_to_all
-except AttributeError:
-  from jaxseg.losses.sharded_lovasz import lovasz_softmax_all_to_all
+from x64_mode import global_x64
 
 # ------------------------------------------------------------------------------------------------
 # A small parser for the sorts of a StableHLO module (text).
@@ -383,9 +379,10 @@ def test_cuda_long_sorts_are_radix_sortable(case):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_no_64bit_tensor_without_x64(platform, case):
-  """Check 3 (global x64 off, the default): no 64-bit tensor type anywhere in the module."""
-  assert not jax.config.jax_enable_x64
-  wide = wide_tensor_types(module_text(case, platform))
+  """Check 3 (global x64 off, as by default, also when the suite runs with JAX_ENABLE_X64=1): no
+  64-bit tensor type anywhere in the module."""
+  with global_x64(False):
+    wide = wide_tensor_types(module_text(case, platform))
   if wide:
     pytest.fail(f"{case} on {platform}: 64-bit tensors in the module (x64 is off):\n" +
                 "\n".join(f"  {t}   e.g. {line[:200]}" for t, line in wide[:8]), pytrace=False)
