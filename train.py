@@ -13,7 +13,7 @@ where JAX cannot discover the cluster itself).
 import os
 import sys
 
-# Quiet TensorFlow's C++ start-up logs (the configs import the input pipelines, hence TF).
+# Quiet TensorFlow's C++ start-up logs (the input pipelines run on TensorFlow).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402  pylint: disable=g-import-not-at-top

@@ -7,16 +7,15 @@ over the devices (``global_lovasz_impl='auto'``, :mod:`jaxseg.losses.sharded_lov
 
 import ml_collections
 
-from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  data = default_data_config("cityscapes")
+  data = common.data_config("cityscapes")
   data.crop_size = (768, 768)
   data.scale_range = (0.5, 2.0)
   data.flip = True
-  c = base_config(data)
+  c = common.base_config(data)
   c.model.name = "deeplabv3plus_resnet101"
   c.loss = ml_collections.ConfigDict({"terms": [
       {"name": "cross_entropy", "weight": 1.0, "kwargs": {}},

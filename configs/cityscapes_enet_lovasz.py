@@ -11,12 +11,11 @@ augmentation), batch 10, 10K iterations with a checkpoint and an evaluation ever
 
 import ml_collections
 
-from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = base_config(default_data_config("cityscapes"))
+  c = common.base_config(common.data_config("cityscapes"))
   c.model.name = "enet"
   c.loss = ml_collections.ConfigDict({"name": "lovasz_softmax",
                                       "kwargs": {"classes": "present", "per_image": False}})

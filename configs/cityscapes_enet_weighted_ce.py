@@ -5,12 +5,11 @@ batch 10, no augmentation, as in the Lovász-Softmax paper's Cityscapes setting 
 
 import ml_collections
 
-from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = base_config(default_data_config("cityscapes"))
+  c = common.base_config(common.data_config("cityscapes"))
   c.model.name = "enet"
   c.loss = ml_collections.ConfigDict({"name": "cross_entropy", "kwargs": {}})
   c.class_weighting = "enet"

@@ -6,16 +6,12 @@ small U-Net of ``configs/default.py`` from scratch with the distribution-aware c
 training split (computed in memory).
 """
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import default  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import voc_margin  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 
 
-def get_config():
-  c = default.get_config()
-  c.loss = voc_margin.margin_loss_entry(c.data, tau=10.0)
+def get_config() -> ml_collections.ConfigDict:
+  c = common.shapes_unet_config({"name": "lovasz_softmax", "kwargs": {}})
+  c.loss = common.margin_loss_entry(c.data, tau=10.0)
   return c

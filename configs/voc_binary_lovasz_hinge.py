@@ -20,14 +20,14 @@ follow epoch-wise permutations of the ``n_c`` images with ``c``, so one epoch of
 
 import ml_collections
 
-from jaxseg.training.recipes import deeplabv2_voc_config
+from configs import common
 
 
 def get_config(class_index: str = "15") -> ml_collections.ConfigDict:
   c_idx = int(class_index)
   if not 1 <= c_idx <= 20:
     raise ValueError(f"class index must be a VOC foreground class in [1, 20], got {c_idx}.")
-  c = deeplabv2_voc_config({"name": "lovasz_hinge", "kwargs": {"per_image": True}})
+  c = common.deeplabv2_voc_config({"name": "lovasz_hinge", "kwargs": {"per_image": True}})
   c.data.class_balanced.class_id = c_idx
   c.data.class_balanced.fraction = 0.5
   c.num_classes = 1

@@ -2,10 +2,10 @@
 paper Table 3: 77.41 single-scale, 78.22 multi-scale). ``--config.num_train_steps=20000`` gives
 the 20K variant."""
 
-from jaxseg.training.recipes import deeplabv2_voc_config
+from configs import common
 
 
 def get_config():
-  return deeplabv2_voc_config({"name": "lovasz_softmax",
+  return common.deeplabv2_voc_config({"name": "lovasz_softmax",
                                "kwargs": {"classes": "present", "per_image": False}},
                               equibatch=True, num_train_steps=30000)

@@ -9,14 +9,13 @@ experiment: a strong modern baseline for comparing the losses (change the term w
 
 import ml_collections
 
-from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  data = default_data_config("voc2012_segmentation")
+  data = common.data_config("voc2012_segmentation")
   data.crop_size = (513, 513)
-  c = base_config(data)
+  c = common.base_config(data)
   c.model.name = "deeplabv3plus_resnet101"
   c.model.options = {"output_stride": 16}
   c.loss = ml_collections.ConfigDict({"terms": [

@@ -19,32 +19,13 @@ DeepLab-v3+ ResNet-101 (the paper's backbone family).
 
 import ml_collections
 
-from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config, overridable_paths
-
-
-def margin_loss_entry(data: ml_collections.ConfigDict, tau: float = 10.0,
-                      upsilon: float = 1.0) -> ml_collections.ConfigDict:
-  """The loss entry, its statistics tied to ``data`` (overrides of data_dir etc. follow)."""
-  overridable_paths(data)  # (base_config did it already for the configs built on it)
-  statistics = {
-      "name": data.name,
-      "split": data.get_ref("train_split"),
-      "data_dir": data.get_ref("data_dir"),
-      "manual_dir": data.get_ref("manual_dir"),
-      "options": dict(data.get("options", {}) or {}),
-  }
-  return ml_collections.ConfigDict({
-      "name": "margin_calibration",
-      "kwargs": {"statistics": statistics, "tau": tau, "upsilon": upsilon},
-  })
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  data = default_data_config("voc2012_segmentation")
-  c = base_config(data)
+  c = common.base_config(common.data_config("voc2012_segmentation"))
   c.model.name = "deeplabv3plus_resnet101"
-  c.loss = margin_loss_entry(c.data)
+  c.loss = common.margin_loss_entry(c.data)
   c.init_from.checkpoint = "runs/voc_ce"
   c.batch_size = 10
   c.eval_batch_size = 8

@@ -29,29 +29,9 @@ with a hinge surrogate.
 
 import ml_collections
 
-from jaxseg.data import default_data_config
-from jaxseg.training.defaults import base_config
+from configs import common
 
 
 def get_config(surrogate_file: str = "neuroiou_prob6.msgpack") -> ml_collections.ConfigDict:
-  data = default_data_config("voc2012_segmentation")
-  c = base_config(data)
-  c.model.name = "fcn8s_vgg16"
-  c.loss = ml_collections.ConfigDict({
-      "name": "neuroiou",
-      # Required: the surrogate fitted with `python -m jaxseg.training.surrogate` (step 2).
-      "kwargs": {"surrogate_path": f"runs/voc_ce/{surrogate_file}"},
-  })
-  c.init_from.checkpoint = "runs/voc_ce"  # the cross-entropy run (step 1)
-  c.batch_size = 10
-  c.eval_batch_size = 8
-  c.num_train_steps = 15000
-  c.optim.name = "sgd"
-  c.optim.momentum = 0.99
-  c.optim.weight_decay = 5e-4
-  c.schedule.name = "constant"
-  c.schedule.base_lr = 1e-5
-  c.log_every_steps = 50
-  c.eval_every_steps = 5000
-  c.checkpoint_every_steps = 1000
-  return c
+  # surrogate_path is required: the surrogate fitted in step 2.
+  return common.neuroiou_voc_config(surrogate_file)

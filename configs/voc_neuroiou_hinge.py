@@ -9,13 +9,10 @@ Same recipe as ``configs/voc_neuroiou.py`` with a surrogate fitted on one-vs-res
         --config.init_from.checkpoint=runs/voc_ce
 """
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import voc_neuroiou  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 
 
-def get_config():
-  return voc_neuroiou.get_config(surrogate_file="neuroiou_hinge6.msgpack")
+def get_config() -> ml_collections.ConfigDict:
+  return common.neuroiou_voc_config("neuroiou_hinge6.msgpack")

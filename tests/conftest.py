@@ -1,6 +1,12 @@
 """Shared pytest configuration: CPU only, TensorFlow kept off any accelerator."""
 
 import os
+import sys
+
+# The training configs are imported as ``configs.<name>`` from the repository root.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -46,3 +46,36 @@ def test_sharded_loss_axis_is_the_mesh_axis():
   from jaxseg.losses import lovasz_softmax_all_to_all
   default = inspect.signature(lovasz_softmax_all_to_all).parameters["axis_name"].default
   assert default == sharding.DATA_AXIS
+
+
+CONFIG_DIR = os.path.join(ROOT, "configs")
+CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR)
+                      if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+
+
+def test_reading_every_config_loads_no_tensorflow_and_no_jaxseg():
+  """Configs are data: reading one (as ``train.py`` does, from its path) imports ml_collections
+  and configs/common.py only."""
+  paths = [os.path.join(CONFIG_DIR, f) for f in CONFIG_FILES]
+  loaded = _loaded_after_import(
+      "from ml_collections import config_flags\n"
+      f"for p in {paths!r}:\n"
+      "  config_flags.config_flags._LoadConfigModule('cfg', p).get_config()")
+  bad = [m for m in loaded if m.split(".")[0] in ("tensorflow", "jaxseg", "jax", "tensorflow_datasets")]
+  assert not bad, f"reading the configs loads {bad}"
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES + ["common.py"])
+def test_configs_import_ml_collections_and_common_only(name):
+  import ast
+  with open(os.path.join(CONFIG_DIR, name)) as f:
+    tree = ast.parse(f.read())
+  imported = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      imported.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom):
+      imported.add(node.module if node.module != "configs" else
+                   "configs." + ",".join(a.name for a in node.names))
+  allowed = {"__future__", "ml_collections", "ml_collections.config_dict", "configs.common"}
+  assert imported <= allowed, f"configs/{name} imports {sorted(imported - allowed)}"

@@ -17,6 +17,8 @@ import textwrap
 
 import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 STEP_WORKER = textwrap.dedent(r'''
 import json, sys
 import numpy as np
@@ -72,10 +74,9 @@ if pid == 0:
 LOOP_WORKER = textwrap.dedent(r'''
 import sys
 pid, nproc, port, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-from jaxseg import data as data_lib
+from configs import common
 from jaxseg.training import loop
-from jaxseg.training.defaults import base_config
-c = base_config(data_lib.default_data_config("shapes"))
+c = common.base_config(common.data_config("shapes"))
 c.data.crop_size = (16, 16)
 c.data.options = {"image_size": 16, "num_train": 8, "num_validation": 4, "seed": 0}
 c.model.options = {"base_channels": 4, "depth": 2}
@@ -99,6 +100,8 @@ def _free_port():
 
 def _env(devices):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # The workers import configs/common.py from the repository root.
+  env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
 

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 import pytest
 
+from configs import common
 from jaxseg import data as data_lib
 from jaxseg.training import checkpoint as ckpt_lib
 from jaxseg.training import loop
-from jaxseg.training.defaults import base_config
 
 N = 3
 _ORIGINAL_TRAIN_ITERATOR = data_lib.create_train_iterator
@@ -28,11 +28,11 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def tiny_config(**overrides):
-  data = data_lib.default_data_config("shapes")
+  data = common.data_config("shapes")
   data.crop_size = (16, 16)
   data.scale_range = (0.75, 1.25)
   data.options = {"image_size": 16, "num_train": 12, "num_validation": 4, "seed": 0}
-  c = base_config(data)
+  c = common.base_config(data)
   c.model.name = "unet_small"
   c.model.options = {"base_channels": 4, "depth": 2}
   c.loss = {"name": "lovasz_softmax", "kwargs": {"per_image": False}}

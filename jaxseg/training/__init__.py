@@ -14,6 +14,5 @@ Modules (import the one you need; this package imports none of them):
 * :mod:`~jaxseg.training.state`: ``TrainState``;
 * :mod:`~jaxseg.training.optim`: optax chains and learning-rate schedules;
 * :mod:`~jaxseg.training.checkpoint`: orbax checkpoints, resume and their safety checks;
-* :mod:`~jaxseg.training.defaults` and :mod:`~jaxseg.training.recipes`: config building blocks;
 * :mod:`~jaxseg.training.surrogate`: fitting the NeuroIoU surrogate from a trained model.
 """
