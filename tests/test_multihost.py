@@ -48,9 +48,9 @@ labels = rng.integers(0, 4, size=(B, H, W)).astype(np.int32)
 labels[rng.random((B, H, W)) < 0.1] = 255
 model = Tiny()
 variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, H, W, 3)), train=False)
-sched = optim.create_learning_rate_schedule({"name": "constant", "base_lr": 0.1}, 10)
-tx = optim.create_optimizer({"name": "sgd", "momentum": 0.9, "weight_decay": 1e-3}, sched,
-                            variables["params"])
+sched = optim.create_learning_rate_schedule(num_train_steps=10, name="constant", base_lr=0.1)
+tx = optim.create_optimizer(variables["params"], sched, name="sgd", momentum=0.9,
+                            weight_decay=1e-3)
 mesh = sharding.create_mesh() if nproc > 1 else sharding.create_mesh(jax.devices()[:1])
 state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                           batch_stats=variables["batch_stats"], tx=tx, rng=jax.random.PRNGKey(3))

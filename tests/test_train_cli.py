@@ -247,12 +247,12 @@ def test_misspelt_override_is_one_line(config, tmp_path):
 def test_warmup_longer_than_the_run_is_clamped(name):
   from jaxseg.training import optim  # pylint: disable=g-import-not-at-top
   schedule = {"name": name, "base_lr": 0.1, "warmup_steps": 30}
-  f = optim.create_learning_rate_schedule(schedule, 3)
+  f = optim.create_learning_rate_schedule(num_train_steps=3, **schedule)
   assert [float(f(k)) for k in range(3)] == pytest.approx([0.0, 0.05, 0.1])
-  assert optim.effective_warmup_steps(schedule, 3) == 2
-  assert optim.effective_warmup_steps(schedule, 31) == 30   # shorter than the run: as given
+  assert optim.effective_warmup_steps(warmup_steps=30, num_train_steps=3) == 2
+  assert optim.effective_warmup_steps(warmup_steps=30, num_train_steps=31) == 30  # as given
   with pytest.raises(ValueError, match="warmup_steps"):
-    optim.create_learning_rate_schedule(dict(schedule, warmup_steps=-1), 3)
+    optim.create_learning_rate_schedule(num_train_steps=3, **dict(schedule, warmup_steps=-1))
 
 
 def test_clamped_warmup_is_said_in_one_line(voc_run):

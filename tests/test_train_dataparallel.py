@@ -47,10 +47,10 @@ labels = rng.integers(0, C - 1, size=(B, H, W)).astype(np.int32)  # class C-1 ab
 labels[rng.random((B, H, W)) < 0.15] = 255
 model = Tiny()
 variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, H, W, 3)), train=False)
-sched = optim.create_learning_rate_schedule({"name": "poly", "base_lr": 0.1}, 10)
-tx = optim.create_optimizer({"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
-                             "param_groups": [{"pattern": "Conv_1", "lr_mult": 10.0}]},
-                            sched, variables["params"])
+sched = optim.create_learning_rate_schedule(num_train_steps=10, name="poly", base_lr=0.1)
+tx = optim.create_optimizer(variables["params"], sched, name="sgd", momentum=0.9,
+                            weight_decay=5e-4,
+                            param_groups=[{"pattern": "Conv_1", "lr_mult": 10.0}])
 out = {}
 
 

@@ -32,7 +32,7 @@ def _np(tree):
 def test_poly_schedule(warmup):
   total, base, power = 100, 2.5e-4, 0.9
   f = optim.create_learning_rate_schedule(
-      {"name": "poly", "base_lr": base, "power": power, "warmup_steps": warmup}, total)
+      num_train_steps=total, name="poly", base_lr=base, power=power, warmup_steps=warmup)
   for k in [0, 1, 5, 9, 10, 11, 50, 99, 100, 150]:
     if k < warmup:
       want = base * k / warmup
@@ -42,28 +42,29 @@ def test_poly_schedule(warmup):
 
 
 def test_cosine_constant_piecewise_schedules():
-  f = optim.create_learning_rate_schedule({"name": "cosine", "base_lr": 1.0, "end_lr": 0.1}, 40)
+  f = optim.create_learning_rate_schedule(num_train_steps=40, name="cosine", base_lr=1.0,
+                                          end_lr=0.1)
   for k in [0, 10, 20, 40]:
     np.testing.assert_allclose(float(f(k)), 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 40)),
                                rtol=1e-6)
-  g = optim.create_learning_rate_schedule({"name": "constant", "base_lr": 0.3}, 10)
+  g = optim.create_learning_rate_schedule(num_train_steps=10, name="constant", base_lr=0.3)
   assert float(g(7)) == pytest.approx(0.3)
   h = optim.create_learning_rate_schedule(
-      {"name": "piecewise", "boundaries": [5], "learning_rates": [5e-4, 1e-4]}, 10)
+      num_train_steps=10, name="piecewise", boundaries=[5], learning_rates=[5e-4, 1e-4])
   assert [float(h(k)) for k in (0, 4, 5, 9)] == pytest.approx([5e-4, 5e-4, 1e-4, 1e-4])
 
 
 def test_bad_schedule_and_optimizer_names():
   with pytest.raises(ValueError, match="schedule"):
-    optim.create_learning_rate_schedule({"name": "step"}, 10)
+    optim.create_learning_rate_schedule(num_train_steps=10, name="step")
   with pytest.raises(ValueError, match="len\\(learning_rates\\)"):
-    optim.create_learning_rate_schedule({"name": "piecewise", "boundaries": [1], "learning_rates": [1]},
-                                        10)
+    optim.create_learning_rate_schedule(num_train_steps=10, name="piecewise", boundaries=[1],
+                                        learning_rates=[1])
   with pytest.raises(ValueError, match="optimizer"):
-    optim.create_optimizer({"name": "lamb"}, lambda s: 0.1, _params())
+    optim.create_optimizer(_params(), lambda s: 0.1, name="lamb")
   with pytest.raises(ValueError, match="pattern"):
-    optim.create_optimizer({"name": "sgd", "param_groups": [{"lr_mult": 2.0}]}, lambda s: 0.1,
-                           _params())
+    optim.create_optimizer(_params(), lambda s: 0.1, name="sgd",
+                           param_groups=[{"lr_mult": 2.0}])
 
 
 def test_sgd_momentum_l2_weight_decay_and_head_multiplier():
@@ -71,10 +72,9 @@ def test_sgd_momentum_l2_weight_decay_and_head_multiplier():
   lr, mu, wd = 0.1, 0.9, 5e-3
   params = _params()
   tx = optim.create_optimizer(
-      {"name": "sgd", "momentum": mu, "weight_decay": wd,
-       "param_groups": [{"pattern": r"^head/", "lr_mult": 10.0},
-                        {"pattern": r"backbone/conv/bias", "lr_mult": 0.0}]},
-      lambda s: lr, params)
+      params, lambda s: lr, name="sgd", momentum=mu, weight_decay=wd,
+      param_groups=[{"pattern": r"^head/", "lr_mult": 10.0},
+                    {"pattern": r"backbone/conv/bias", "lr_mult": 0.0}])
   state = tx.init(params)
   w = _np(params)
   v = jax.tree.map(np.zeros_like, w)
@@ -112,7 +112,7 @@ def _adam_reference(w, grads, lr, wd, decoupled, b1=0.9, b2=0.999, eps=1e-8):
 def test_adam_l2_and_adamw_decoupled(name):
   lr, wd = 0.01, 0.1
   params = {"k": jnp.asarray(np.random.default_rng(3).normal(size=(4, 5)), jnp.float32)}
-  tx = optim.create_optimizer({"name": name, "weight_decay": wd}, lambda s: lr, params)
+  tx = optim.create_optimizer(params, lambda s: lr, name=name, weight_decay=wd)
   state = tx.init(params)
   gs = [np.random.default_rng(10 + i).normal(size=(4, 5)) for i in range(3)]
   p = params
@@ -125,8 +125,8 @@ def test_adam_l2_and_adamw_decoupled(name):
 
 def test_gradient_clipping_by_global_norm():
   params = {"a": jnp.zeros((3,)), "b": jnp.zeros((2, 2))}
-  tx = optim.create_optimizer({"name": "sgd", "momentum": 0.0, "clip_grad_norm": 1.0},
-                              lambda s: 1.0, params)
+  tx = optim.create_optimizer(params, lambda s: 1.0, name="sgd", momentum=0.0,
+                              clip_grad_norm=1.0)
   g = {"a": jnp.asarray([3.0, 0.0, 0.0]), "b": jnp.asarray([[4.0, 0.0], [0.0, 0.0]])}
   u, _ = tx.update(g, tx.init(params), params)
   np.testing.assert_allclose(np.asarray(u["a"]), [-0.6, 0, 0], atol=1e-6)

@@ -156,8 +156,9 @@ def create_train_state(config, model, mesh, learning_rate_fn, rng) -> TrainState
   state_rng = jax.random.fold_in(rng, 1)
   variables = initial_variables(config, model, init_rng, mesh)
   try:
-    tx = optim_lib.create_optimizer(config.optim, learning_rate_fn, variables["params"])
-  except ValueError as e:
+    tx = optim_lib.create_optimizer(variables["params"], learning_rate_fn,
+                                    **to_dict(config.optim))
+  except (TypeError, ValueError) as e:  # a field the optimizer does not know, or a bad value
     raise ConfigError(f"config.optim: {e}") from e
   rep = sharding.replicated(mesh)
 

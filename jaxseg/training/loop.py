@@ -178,14 +178,17 @@ class Run:
     self.loss_fn = create_loss(config, self.mesh, self.num_classes)
     ev = config.get("eval", ml_collections.ConfigDict())
     self.eval_scales, self.eval_flip = tuple(ev.get("scales", (1.0,))), bool(ev.get("flip", False))
+    schedule = to_dict(config.schedule)
     try:
       self.lr_fn = optim_lib.create_learning_rate_schedule(
-          config.schedule, config.num_train_steps, int(config.get("steps_per_epoch", -1)))
+          num_train_steps=int(config.num_train_steps),
+          steps_per_epoch=int(config.get("steps_per_epoch", -1)), **schedule)
       # (configured, used) warmup steps: a warmup not shorter than the run is clamped to it.
-      self.warmup_steps = (int(config.schedule.get("warmup_steps", 0) or 0),
-                           optim_lib.effective_warmup_steps(config.schedule,
-                                                            config.num_train_steps))
-    except ValueError as e:
+      self.warmup_steps = (int(schedule.get("warmup_steps", 0) or 0),
+                           optim_lib.effective_warmup_steps(
+                               warmup_steps=schedule.get("warmup_steps", 0),
+                               num_train_steps=int(config.num_train_steps)))
+    except (TypeError, ValueError) as e:
       raise ConfigError(f"config.schedule: {e}") from e
     self.checkpointer = ckpt_lib.Checkpointer(
         os.path.join(self.workdir, "checkpoints"), save_every=config.checkpoint_every_steps,

@@ -9,7 +9,7 @@
   By default it applies to every parameter with ``ndim > 1`` (kernels, not biases or
   BatchNorm scales), Caffe's ``decay_mult: 0`` for biases; ``weight_decay_on="all"`` decays
   everything.
-* **Schedules**: ``poly`` ``lr_k = base (1 - k / K)^power`` (DeepLab's "poly", power 0.9),
+* **Schedules** (optax's schedule functions): ``poly`` ``lr_k = base (1 - k / K)^power`` (DeepLab's "poly", power 0.9),
   ``cosine`` ``lr_k = end + (base - end) (1 + cos(pi k / K)) / 2``, ``constant``, and
   ``piecewise`` (``boundaries`` / ``learning_rates``: e.g. 5e-4 then 1e-4 after one epoch), each
   with an optional linear warmup from 0 over ``warmup_steps`` (clamped to the run: a warmup not
@@ -25,9 +25,8 @@
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,16 +36,13 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "poly", "cosine", "piecewise")
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-  if cfg is None:
-    return default
-  if isinstance(cfg, Mapping):
-    return cfg.get(name, default)
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
+def _field(entry: Any, name: str, default: Any = None) -> Any:
+  """``entry[name]`` of a mapping or ``ConfigDict`` (an entry of ``param_groups``)."""
+  return entry.get(name, default) if hasattr(entry, "get") else getattr(entry, name, default)
 
 
-def effective_warmup_steps(schedule_config: Any, num_train_steps: int) -> int:
-  """The warmup the schedule of ``schedule_config`` uses in a run of ``num_train_steps`` steps.
+def effective_warmup_steps(*, warmup_steps: int, num_train_steps: int) -> int:
+  """The warmup a schedule uses in a run of ``num_train_steps`` steps.
 
   ``warmup_steps`` as given when it is shorter than the run; otherwise clamped to
   ``num_train_steps - 1`` (the learning rate reaches ``base_lr`` at the last step), so that a
@@ -57,75 +53,66 @@ def effective_warmup_steps(schedule_config: Any, num_train_steps: int) -> int:
   total = int(num_train_steps)
   if total <= 0:
     raise ValueError(f"num_train_steps must be positive, got {total}.")
-  warmup = int(_get(schedule_config, "warmup_steps", 0) or 0)
+  warmup = int(warmup_steps or 0)
   if warmup < 0:
     raise ValueError(f"warmup_steps must be >= 0, got {warmup}.")
   return min(warmup, total - 1)
 
 
-def create_learning_rate_schedule(schedule_config: Any, num_train_steps: int,
+def create_learning_rate_schedule(*, num_train_steps: int, name: str = "constant",
+                                  base_lr: float = 0.0, warmup_steps: int = 0,
+                                  power: float = 0.9, end_lr: float = 0.0,
+                                  boundaries: Sequence[int] = (),
+                                  boundaries_epochs: Sequence[float] = (),
+                                  learning_rates: Sequence[float] = (),
                                   steps_per_epoch: int = -1) -> optax.Schedule:
-  """Builds the learning-rate schedule ``step -> lr`` described by ``schedule_config``.
+  """The learning-rate schedule ``step -> lr`` (float32), built from optax's schedules.
 
-  Fields: ``name`` (one of ``SCHEDULES``), ``base_lr``, ``warmup_steps`` (linear ramp from 0;
-  clamped to ``num_train_steps - 1`` when not shorter than the run, :func:`effective_warmup_steps`),
-  ``power`` (poly, default 0.9), ``end_lr`` (poly / cosine floor, default 0), and for
-  ``piecewise`` ``boundaries`` (steps) or ``boundaries_epochs`` (epochs, times
-  ``steps_per_epoch``) and ``learning_rates`` (``len(boundaries) + 1`` values).
+  ``name`` is one of ``SCHEDULES``: ``poly`` (``optax.polynomial_schedule`` from ``base_lr`` to
+  ``end_lr`` with ``power``), ``cosine`` (``optax.cosine_decay_schedule`` from ``base_lr`` to
+  ``end_lr``), ``constant``, ``piecewise`` (``learning_rates[i]`` from ``boundaries[i - 1]`` on,
+  ``optax.join_schedules`` of constants; the boundaries in steps, or in epochs with
+  ``boundaries_epochs`` times ``steps_per_epoch``). The decay runs over the ``num_train_steps``
+  steps after a linear warmup from 0 over ``warmup_steps`` (clamped by
+  :func:`effective_warmup_steps`). Raises ``ValueError`` naming the field that is wrong.
   """
-  name = _get(schedule_config, "name", "constant")
   if name not in SCHEDULES:
     raise ValueError(f"Unknown learning-rate schedule {name!r} (config.schedule.name); "
                      f"choose one of {SCHEDULES}.")
-  base_lr = float(_get(schedule_config, "base_lr", 0.0))
-  warmup = effective_warmup_steps(schedule_config, num_train_steps)
-  end_lr = float(_get(schedule_config, "end_lr", 0.0) or 0.0)
-  total = int(num_train_steps)
-  decay_steps = max(total - warmup, 1)
+  base_lr, end_lr = float(base_lr), float(end_lr or 0.0)
+  warmup = effective_warmup_steps(warmup_steps=warmup_steps, num_train_steps=num_train_steps)
+  decay_steps = max(int(num_train_steps) - warmup, 1)
 
   if name == "constant":
     main = optax.constant_schedule(base_lr)
   elif name == "poly":
-    power = float(_get(schedule_config, "power", 0.9))
-
-    def main(step):
-      frac = jnp.clip(step / decay_steps, 0.0, 1.0)
-      return end_lr + (base_lr - end_lr) * (1.0 - frac) ** power
+    main = optax.polynomial_schedule(init_value=base_lr, end_value=end_lr, power=float(power),
+                                     transition_steps=decay_steps)
   elif name == "cosine":
-
-    def main(step):
-      frac = jnp.clip(step / decay_steps, 0.0, 1.0)
-      return end_lr + (base_lr - end_lr) * 0.5 * (1.0 + jnp.cos(math.pi * frac))
+    # optax decays to alpha * init_value: alpha = end / base (any alpha when base_lr is 0).
+    alpha = end_lr / base_lr if base_lr else 0.0
+    main = optax.cosine_decay_schedule(init_value=base_lr, decay_steps=decay_steps, alpha=alpha)
   else:  # piecewise
-    boundaries = [int(b) for b in _get(schedule_config, "boundaries", ()) or ()]
-    epochs = [float(e) for e in _get(schedule_config, "boundaries_epochs", ()) or ()]
+    boundaries = [int(b) for b in boundaries or ()]
+    epochs = [float(e) for e in boundaries_epochs or ()]
     if epochs:
       if boundaries:
         raise ValueError("give the piecewise schedule boundaries or boundaries_epochs, not both.")
       if steps_per_epoch <= 0:
         raise ValueError("schedule.boundaries_epochs needs config.steps_per_epoch > 0.")
       boundaries = [int(round(e * steps_per_epoch)) for e in epochs]
-    values = [float(v) for v in _get(schedule_config, "learning_rates", ()) or ()]
+    values = [float(v) for v in learning_rates or ()]
     if len(values) != len(boundaries) + 1:
       raise ValueError(f"piecewise schedule needs len(learning_rates) == len(boundaries) + 1, got "
                        f"boundaries={boundaries}, learning_rates={values}.")
     if sorted(boundaries) != boundaries:
       raise ValueError(f"piecewise schedule boundaries must increase, got {boundaries}.")
+    main = optax.join_schedules([optax.constant_schedule(v) for v in values], boundaries)
 
-    def main(step):
-      lr = jnp.asarray(values[0], jnp.float32)
-      for b, v in zip(boundaries, values[1:]):
-        lr = jnp.where(step >= b, v, lr)
-      return lr
-
-  if warmup <= 0:
-    return lambda step: jnp.asarray(main(step), jnp.float32)
-
-  def schedule(step):
-    warm = base_lr * jnp.minimum(step, warmup) / warmup
-    return jnp.asarray(jnp.where(step < warmup, warm, main(step - warmup)), jnp.float32)
-
-  return schedule
+  if warmup > 0:
+    main = optax.join_schedules(
+        [optax.linear_schedule(0.0, base_lr, transition_steps=warmup), main], [warmup])
+  return lambda step: jnp.asarray(main(step), jnp.float32)
 
 
 def path_to_str(path: Sequence[Any]) -> str:
@@ -145,10 +132,10 @@ def lr_multipliers(params: Any, param_groups: Sequence[Any] | None) -> Any:
   """Pytree of floats (same structure as ``params``): each leaf's learning-rate multiplier."""
   groups = []
   for g in param_groups or ():
-    pattern = _get(g, "pattern")
+    pattern = _field(g, "pattern")
     if pattern is None:
       raise ValueError(f"Each entry of optim.param_groups needs a 'pattern' (regex), got {g}.")
-    groups.append((re.compile(pattern), float(_get(g, "lr_mult", 1.0))))
+    groups.append((re.compile(pattern), float(_field(g, "lr_mult", 1.0))))
 
   def mult(path, _):
     name = path_to_str(path)
@@ -185,41 +172,35 @@ def weight_decay_mask(params: Any, on: str = "kernels") -> Any:
   raise ValueError(f"optim.weight_decay_on must be 'kernels' or 'all', got {on!r}.")
 
 
-def create_optimizer(optim_config: Any, schedule: optax.Schedule,
-                     params: Any) -> optax.GradientTransformation:
-  """The optax chain of ``optim_config`` (see the module docstring) for ``params``.
+def create_optimizer(params: Any, learning_rate: optax.ScalarOrSchedule, *, name: str = "sgd",
+                     momentum: float = 0.9, nesterov: bool = False, b1: float = 0.9,
+                     b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                     weight_decay_on: str = "kernels", param_groups: Sequence[Any] = (),
+                     clip_grad_norm: float = 0.0) -> optax.GradientTransformation:
+  """The optax chain for ``params`` (see the module docstring).
 
-  Fields: ``name`` (``OPTIMIZERS``), ``momentum`` (sgd, default 0.9), ``nesterov``, ``b1``, ``b2``,
-  ``eps`` (adam), ``weight_decay``, ``weight_decay_on``, ``param_groups``, ``clip_grad_norm``.
+  ``name`` is one of ``OPTIMIZERS``; ``momentum`` / ``nesterov`` (sgd; 0 is plain SGD), ``b1``,
+  ``b2``, ``eps`` (adam, adamw); ``weight_decay`` on the leaves of ``weight_decay_on``;
+  ``param_groups`` (``{"pattern", "lr_mult"}`` entries); ``clip_grad_norm`` (0: off).
   """
-  name = _get(optim_config, "name", "sgd")
   if name not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {name!r} (config.optim.name); choose one of "
                      f"{OPTIMIZERS}.")
-  wd = float(_get(optim_config, "weight_decay", 0.0) or 0.0)
-  mask = weight_decay_mask(params, _get(optim_config, "weight_decay_on", "kernels"))
+  wd = float(weight_decay or 0.0)
+  mask = weight_decay_mask(params, weight_decay_on)
   chain = []
-  clip = _get(optim_config, "clip_grad_norm", None)
-  if clip:
-    chain.append(optax.clip_by_global_norm(float(clip)))
+  if clip_grad_norm:
+    chain.append(optax.clip_by_global_norm(float(clip_grad_norm)))
+  if name in ("sgd", "adam") and wd:
+    chain.append(optax.add_decayed_weights(wd, mask))
   if name == "sgd":
-    if wd:
-      chain.append(optax.add_decayed_weights(wd, mask))
-    momentum = float(_get(optim_config, "momentum", 0.9) or 0.0)
-    chain.append(optax.sgd(schedule, momentum=momentum or None,
-                           nesterov=bool(_get(optim_config, "nesterov", False))))
+    chain.append(optax.sgd(learning_rate, momentum=float(momentum or 0.0) or None,
+                           nesterov=bool(nesterov)))
   elif name == "adam":
-    if wd:
-      chain.append(optax.add_decayed_weights(wd, mask))
-    chain.append(optax.adam(schedule, b1=float(_get(optim_config, "b1", 0.9)),
-                            b2=float(_get(optim_config, "b2", 0.999)),
-                            eps=float(_get(optim_config, "eps", 1e-8))))
+    chain.append(optax.adam(learning_rate, b1=float(b1), b2=float(b2), eps=float(eps)))
   else:
-    chain.append(optax.adamw(schedule, b1=float(_get(optim_config, "b1", 0.9)),
-                             b2=float(_get(optim_config, "b2", 0.999)),
-                             eps=float(_get(optim_config, "eps", 1e-8)), weight_decay=wd,
-                             mask=mask))
-  groups = _get(optim_config, "param_groups", None)
-  if groups:
-    chain.append(scale_by_multipliers(lr_multipliers(params, groups)))
+    chain.append(optax.adamw(learning_rate, b1=float(b1), b2=float(b2), eps=float(eps),
+                             weight_decay=wd, mask=mask))
+  if param_groups:
+    chain.append(scale_by_multipliers(lr_multipliers(params, param_groups)))
   return optax.chain(*chain)
