@@ -20,7 +20,6 @@ from jaxseg.data.equibatch import EpochSchedule, EquibatchSchedule
 from jaxseg.data.pipeline import (
     create_eval_iterator,
     create_train_iterator,
-    default_data_config,
     eval_pad_size,
 )
 from jaxseg.data.statistics import SplitStatistics, split_statistics
@@ -39,7 +38,6 @@ __all__ = [
     "create_eval_iterator",
     "create_train_iterator",
     "dataset_info",
-    "default_data_config",
     "eval_pad_size",
     "get_dataset",
     "get_source",

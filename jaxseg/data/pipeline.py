@@ -18,7 +18,7 @@ static size, the last global batch completed with filler examples (``example_mas
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,83 +28,8 @@ try:  # tf.data runs on the host only: keep TensorFlow off the accelerators (JAX
 except RuntimeError:
     pass
 
-import ml_collections  # noqa: E402
-
-from jaxseg.data import augment, class_balanced, datasets, equibatch, statistics  # noqa: E402
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
-
-# The per-dataset fields of default_data_config, in the order they are set.
-_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "voc2012_segmentation": dict(
-        crop_size=(321, 321), scale_range=(0.5, 1.5), flip=True,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_pad_size=(512, 512),
-    ),
-    "cityscapes": dict(
-        crop_size=(512, 1024), scale_range=(0.5, 0.5), flip=False,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_pad_size=(1024, 2048),
-    ),
-    "shapes": dict(
-        crop_size=(64, 64), scale_range=(0.75, 1.25), flip=True,
-        mean=(127.5, 127.5, 127.5), std=(64.0, 64.0, 64.0), eval_pad_size=None,
-        options={"image_size": 64, "num_train": 256, "num_validation": 64, "seed": 0},
-    ),
-    "circles": dict(
-        crop_size=(50, 50), scale_range=(1.0, 1.0), flip=False,
-        # feature = (x - 127.5) / 31.875
-        mean=(127.5, 127.5, 127.5), std=(31.875, 31.875, 31.875), eval_pad_size=None,
-        options={"image_size": 50, "num_train": 10, "num_validation": 10, "seed": 0},
-    ),
-}
-
-
-def default_data_config(name: str) -> ml_collections.ConfigDict:
-    """A complete data config for ``name`` (the fields of the contract, plus pipeline knobs).
-
-    * ``voc2012_segmentation``: train ``train_aug`` / eval ``val``, 321 x 321 crops, scale
-      [0.5, 1.5], flip, ImageNet mean/std, eval padded to 512 x 512 (VOC images are <= 500 x 500).
-    * ``cityscapes``: train ``train`` / eval ``val``, the paper's ENet fine-tuning input (Sec. 4):
-      whole frames at half resolution (scale 0.5, 512 x 1024 crop of a 1024 x 2048 frame), no flip;
-      eval at native resolution padded to 1024 x 2048.
-    * ``shapes``: 64 x 64 images, 256 train / 64 validation, crop 64, scale [0.75, 1.25], flip.
-    * ``circles``: the Sec. 4.1 data (10 images 50 x 50), no augmentation.
-
-    Sampling: ``equibatch`` (cycle over the classes, Berman et al., CVPR 2018, Sec. 3.1) or ``class_balanced`` with
-    ``class_id >= 0`` (every global batch holds ``fraction * B`` rounded half up images containing
-    ``class_id`` and the rest without it, :mod:`jaxseg.data.class_balanced`; ``class_id = -1``,
-    the default, is off); otherwise epoch-wise permutations.
-    """
-    info = datasets.dataset_info(name)
-    c = ml_collections.ConfigDict()
-    c.name = name
-    c.train_split = info.train_split
-    c.eval_split = info.eval_split
-    c.data_dir = None
-    c.manual_dir = None
-    c.equibatch = False
-    c.class_balanced = ml_collections.ConfigDict({"class_id": -1, "fraction": 0.5})
-    c.options = {}
-    c.num_parallel_calls = -1  # tf.data.AUTOTUNE
-    c.prefetch = 2
-    for key, value in _DATASET_DEFAULTS[name].items():
-        setattr(c, key, value)
-    return c
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    try:
-        value = cfg[key]
-    except (KeyError, AttributeError):
-        return default
-    return default if value is None and default is not None else value
-
-
-def _options(cfg) -> dict:
-    opts = _get(cfg, "options", {}) or {}
-    return dict(opts.to_dict() if hasattr(opts, "to_dict") else opts)
-
+from jaxseg.data import augment, class_balanced, datasets, statistics  # noqa: E402
+from jaxseg.data import equibatch as equibatch_lib  # noqa: E402
 
 def _hosts(global_batch_size: int, process_index: int | None, process_count: int | None) -> tuple[int, int, int]:
     if process_index is None or process_count is None:
@@ -120,75 +45,118 @@ def _hosts(global_batch_size: int, process_index: int | None, process_count: int
     return p, n, global_batch_size // n
 
 
-def _location_and_options(cfg) -> dict:
-    """Keyword arguments locating a config's dataset: ``data_dir``, ``manual_dir`` and its options."""
-    return dict(data_dir=_get(cfg, "data_dir"), manual_dir=_get(cfg, "manual_dir"), **_options(cfg))
+def _location(data_dir: str | None, manual_dir: str | None, options: Mapping[str, Any] | None) -> dict:
+    """The keyword arguments that find a dataset (``""`` and ``None``: not given) and set up its builder."""
+    return dict(data_dir=data_dir or None, manual_dir=manual_dir or None, **dict(options or {}))
 
 
-def _source(cfg, split_key: str) -> datasets.Source:
-    return datasets.get_source(cfg["name"], cfg[split_key], **_location_and_options(cfg))
+def _source(name: str, split: str, data_dir: str | None, manual_dir: str | None,
+            options: Mapping[str, Any] | None) -> datasets.Source:
+    return datasets.get_source(name, split, **_location(data_dir, manual_dir, options))
 
 
-def _class_balanced(cfg) -> tuple[int, float] | None:
-    """``(class_id, fraction)`` of ``cfg.class_balanced``, or None where it is off."""
-    cb = _get(cfg, "class_balanced")
-    if cb is None:
-        return None
-    class_id = int(_get(cb, "class_id", -1))
-    if class_id < 0:
-        return None
-    return class_id, float(_get(cb, "fraction", 0.5))
+def make_schedule(
+    *,
+    name: str,
+    split: str,
+    seed: int,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    equibatch: bool = False,
+    class_balanced_class: int = -1,
+    class_balanced_fraction: float = 0.5,
+    global_batch_size: int | None = None,
+):
+    """The sampling schedule ``g -> (example index, target class)`` of a training split.
 
-
-def make_schedule(data_config, seed: int, *, global_batch_size: int | None = None):
-    """The sampling schedule ``g -> (example index, target class)`` of a training config.
-
-    ``global_batch_size`` is needed by (only) the class-balanced schedule, which balances each
-    global batch.
+    ``equibatch``: cycle over the classes (Berman et al., CVPR 2018, Sec. 3.1,
+    :class:`~jaxseg.data.equibatch.EquibatchSchedule`); ``class_balanced_class >= 0``: every global
+    batch of ``global_batch_size`` holds ``class_balanced_fraction * B`` (rounded half up) images
+    containing that class and the rest without it (:mod:`jaxseg.data.class_balanced`); otherwise
+    epoch-wise permutations.
     """
-    cfg = data_config
-    source = _source(cfg, "train_split")
-    balanced = _class_balanced(cfg)
-    if balanced is not None:
-        if _get(cfg, "equibatch", False):
+    location = _location(data_dir, manual_dir, options)
+    if int(class_balanced_class) >= 0:
+        if equibatch:
             raise ValueError("data.equibatch and data.class_balanced (class_id >= 0) are two different "
                              "samplers: enable only one of them.")
         if global_batch_size is None:
             raise ValueError("data.class_balanced balances each global batch: make_schedule needs "
                              "global_batch_size.")
-        class_id, fraction = balanced
-        stats = statistics.split_statistics(cfg["name"], cfg["train_split"], **_location_and_options(cfg))
+        stats = statistics.split_statistics(name, split, **location)
         return class_balanced.ClassBalancedSchedule(
-            stats.image_class_presence, class_id, global_batch_size, seed, fraction=fraction)
-    if _get(cfg, "equibatch", False):
-        stats = statistics.split_statistics(cfg["name"], cfg["train_split"], **_location_and_options(cfg))
-        return equibatch.EquibatchSchedule(stats.image_class_presence, seed)
-    return equibatch.EpochSchedule(source.num_examples, seed)
+            stats.image_class_presence, int(class_balanced_class), global_batch_size, seed,
+            fraction=float(class_balanced_fraction))
+    if equibatch:
+        stats = statistics.split_statistics(name, split, **location)
+        return equibatch_lib.EquibatchSchedule(stats.image_class_presence, seed)
+    return equibatch_lib.EpochSchedule(_source(name, split, data_dir, manual_dir, options).num_examples,
+                                       seed)
 
 
-def _train_dataset(
-    data_config,
+def _one_class(label: tf.Tensor, binary_class: int, ignore_index: int) -> tf.Tensor:
+    """Labels ``[y == c]`` of a one-class-against-the-rest task, void kept (``binary_class = c``)."""
+    return tf.where(label == ignore_index, label, tf.cast(label == binary_class, label.dtype))
+
+
+def _parallelism(num_parallel_calls: int) -> int:
+    return tf.data.AUTOTUNE if int(num_parallel_calls) < 0 else int(num_parallel_calls)
+
+
+def create_train_iterator(
     *,
+    name: str,
+    split: str,
+    crop_size: int | Sequence[int],
     global_batch_size: int,
     seed: int,
     start_step: int = 0,
+    scale_range: Sequence[float] = (1.0, 1.0),
+    flip: bool = False,
+    mean: Sequence[float] = (0.0, 0.0, 0.0),
+    std: Sequence[float] = (1.0, 1.0, 1.0),
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    equibatch: bool = False,
+    class_balanced_class: int = -1,
+    class_balanced_fraction: float = 0.5,
+    binary_class: int = -1,
+    num_parallel_calls: int = -1,
+    prefetch: int = 2,
     process_index: int | None = None,
     process_count: int | None = None,
-) -> tf.data.Dataset:
-    """The ``tf.data.Dataset`` behind :func:`create_train_iterator` (batched, infinite)."""
-    cfg = data_config
+) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite iterator of this host's training batches (see the module docstring).
+
+    Arguments: the dataset ``name`` and its training ``split``, where it is (``data_dir``,
+    ``manual_dir``, builder ``options``), ``global_batch_size``, ``seed``, ``start_step`` (the batch of step ``start_step + n`` is the ``n``-th one yielded), the sampler
+    (``equibatch``, or ``class_balanced_class`` >= 0 with ``class_balanced_fraction``, see
+    :func:`make_schedule`), the augmentation (``crop_size``, ``scale_range``, ``flip``, ``mean`` /
+    ``std`` normalisation, :func:`jaxseg.data.augment.train_augment`), ``binary_class`` (>= 0:
+    labels ``[y == c]``, void kept), ``num_parallel_calls`` (-1: autotune), ``prefetch``, and
+    ``process_index`` / ``process_count`` (default ``jax.process_index()`` /
+    ``jax.process_count()``).
+
+    Yields ``{"image": float32 [b, h, w, 3] normalised, "label": int32 [b, h, w]}`` with
+    ``b = global_batch_size / process_count`` and ``(h, w) = crop_size``.
+    """
     p, _, b = _hosts(global_batch_size, process_index, process_count)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
-    source = _source(cfg, "train_split")
-    schedule = make_schedule(cfg, seed, global_batch_size=global_batch_size)
-    ignore = datasets.dataset_info(cfg["name"]).ignore_index
+    source = _source(name, split, data_dir, manual_dir, options)
+    schedule = make_schedule(
+        name=name, split=split, seed=seed, data_dir=data_dir, manual_dir=manual_dir, options=options,
+        equibatch=equibatch, class_balanced_class=class_balanced_class,
+        class_balanced_fraction=class_balanced_fraction, global_batch_size=global_batch_size)
+    ignore = datasets.dataset_info(name).ignore_index
     aug_kwargs = dict(
-        crop_size=augment.as_hw(tuple(cfg["crop_size"]) if not isinstance(cfg["crop_size"], int) else cfg["crop_size"]),
-        scale_range=tuple(_get(cfg, "scale_range", (1.0, 1.0))),
-        flip=bool(_get(cfg, "flip", False)),
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
+        crop_size=augment.as_hw(crop_size if isinstance(crop_size, int) else tuple(crop_size)),
+        scale_range=tuple(float(v) for v in scale_range),
+        flip=bool(flip),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
         ignore_index=ignore,
     )
     B = int(global_batch_size)
@@ -207,69 +175,65 @@ def _train_dataset(
         image, label = augment.train_augment(
             ex["image"], ex["label"], augment.sample_key(seed, g), target_class=target, **aug_kwargs
         )
+        if binary_class >= 0:
+            label = _one_class(label, binary_class, ignore)
         return {"image": image, "label": label}
 
-    par = int(_get(cfg, "num_parallel_calls", -1))
-    par = tf.data.AUTOTUNE if par < 0 else par
     ds = tf.data.Dataset.counter(start=int(start_step) * b, dtype=tf.int64)
-    ds = ds.map(load, num_parallel_calls=par, deterministic=True)
+    ds = ds.map(load, num_parallel_calls=_parallelism(num_parallel_calls), deterministic=True)
     ds = ds.batch(b, drop_remainder=True)
-    ds = ds.prefetch(int(_get(cfg, "prefetch", 2)))
+    ds = ds.prefetch(int(prefetch))
     opts = tf.data.Options()
     opts.deterministic = True
-    return ds.with_options(opts)
+    return ds.with_options(opts).as_numpy_iterator()
 
 
-def create_train_iterator(
-    data_config,
-    *,
-    global_batch_size: int,
-    seed: int,
-    start_step: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Infinite iterator of this host's training batches (see the module docstring).
-
-    Yields ``{"image": float32 [b, h, w, 3] normalised, "label": int32 [b, h, w]}`` with
-    ``b = global_batch_size / process_count`` and ``(h, w) = crop_size``; the batch of step
-    ``start_step + n`` is the ``n``-th one yielded. ``process_index``/``process_count`` default to
-    ``jax.process_index()``/``jax.process_count()``.
-    """
-    ds = _train_dataset(
-        data_config,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        start_step=start_step,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    return ds.as_numpy_iterator()
-
-
-def eval_pad_size(data_config) -> tuple[int, int]:
-    """The static eval size: ``eval_pad_size`` or, if None, the eval split's largest image."""
-    cfg = data_config
-    pad = _get(cfg, "eval_pad_size")
-    if pad is not None:
-        return augment.as_hw(tuple(pad) if not isinstance(pad, int) else pad)
-    stats = statistics.split_statistics(
-        cfg["name"], cfg["eval_split"], data_dir=_get(cfg, "data_dir"), manual_dir=_get(cfg, "manual_dir"), **_options(cfg)
-    )
+def eval_pad_size(*, name: str, split: str, pad_size: int | Sequence[int] | None = None,
+                  data_dir: str | None = None, manual_dir: str | None = None,
+                  options: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """The static evaluation size: ``pad_size`` or, if None, the split's largest image."""
+    if pad_size is not None:
+        return augment.as_hw(pad_size if isinstance(pad_size, int) else tuple(pad_size))
+    stats = statistics.split_statistics(name, split, **_location(data_dir, manual_dir, options))
     return stats.max_height, stats.max_width
 
 
-def _eval_dataset(
-    data_config, *, global_batch_size: int, process_index: int | None = None, process_count: int | None = None
-) -> tf.data.Dataset:
-    """The ``tf.data.Dataset`` behind :func:`create_eval_iterator` (finite, batched)."""
-    cfg = data_config
+def create_eval_iterator(
+    *,
+    name: str,
+    split: str,
+    global_batch_size: int,
+    pad_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] = (0.0, 0.0, 0.0),
+    std: Sequence[float] = (1.0, 1.0, 1.0),
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    binary_class: int = -1,
+    num_parallel_calls: int = -1,
+    prefetch: int = 2,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over an evaluation split: this host's part of each global batch.
+
+    Arguments: ``name``, ``split``, ``data_dir``, ``manual_dir``, ``options``,
+    ``global_batch_size``, ``pad_size`` (the static size, :func:`eval_pad_size`), ``mean`` /
+    ``std``, ``binary_class``, ``num_parallel_calls``, ``prefetch``, ``process_index`` /
+    ``process_count``, as for :func:`create_train_iterator`.
+
+    Yields ``{"image": float32 [b, H, W, 3], "label": int32 [b, H, W] (255 = void and padding),
+    "example_mask": bool [b], "size": int32 [b, 2] (original height, width), and for Cityscapes
+    "instance": int32 [b, H, W] (0 = padding)}``. Examples are in source order, global example
+    ``k*B + p*b + j`` at host ``p`` row ``j`` of batch ``k``; ``ceil(N / B)`` batches on every host.
+    """
     p, _, b = _hosts(global_batch_size, process_index, process_count)
-    source = _source(cfg, "eval_split")
-    pad = eval_pad_size(cfg)
-    ignore = datasets.dataset_info(cfg["name"]).ignore_index
-    mean = tuple(float(v) for v in cfg["mean"])
-    std = tuple(float(v) for v in cfg["std"])
+    source = _source(name, split, data_dir, manual_dir, options)
+    pad = eval_pad_size(name=name, split=split, pad_size=pad_size, data_dir=data_dir,
+                        manual_dir=manual_dir, options=options)
+    ignore = datasets.dataset_info(name).ignore_index
+    mean = tuple(float(v) for v in mean)
+    std = tuple(float(v) for v in std)
     n = source.num_examples
     B = int(global_batch_size)
     num_batches = math.ceil(n / B)
@@ -282,6 +246,8 @@ def _eval_dataset(
         out = augment.eval_preprocess(
             ex["image"], ex["label"], pad_size=pad, mean=mean, std=std, ignore_index=ignore, instance=ex.get("instance")
         )
+        if binary_class >= 0:
+            out["label"] = _one_class(out["label"], binary_class, ignore)
         out["label"] = tf.where(valid, out["label"], ignore)
         out["image"] = tf.where(valid, out["image"], 0.0)
         if "instance" in out:
@@ -289,25 +255,6 @@ def _eval_dataset(
         out["example_mask"] = valid
         return out
 
-    par = int(_get(cfg, "num_parallel_calls", -1))
-    par = tf.data.AUTOTUNE if par < 0 else par
-    ds = tf.data.Dataset.range(num_batches * b).map(load, num_parallel_calls=par, deterministic=True)
-    ds = ds.batch(b, drop_remainder=True).prefetch(int(_get(cfg, "prefetch", 2)))
-    return ds
-
-
-def create_eval_iterator(
-    data_config, *, global_batch_size: int, process_index: int | None = None, process_count: int | None = None
-) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over ``eval_split``: this host's part of each global batch.
-
-    Yields ``{"image": float32 [b, H, W, 3], "label": int32 [b, H, W] (255 = void and padding),
-    "example_mask": bool [b], "size": int32 [b, 2] (original height, width), and for Cityscapes
-    "instance": int32 [b, H, W] (0 = padding)}`` with ``(H, W)`` from :func:`eval_pad_size`.
-    Examples are in source order, global example ``k*B + p*b + j`` at host ``p`` row ``j`` of
-    batch ``k``; ``ceil(N / B)`` batches on every host.
-    """
-    ds = _eval_dataset(
-        data_config, global_batch_size=global_batch_size, process_index=process_index, process_count=process_count
-    )
-    return ds.as_numpy_iterator()
+    ds = tf.data.Dataset.range(num_batches * b).map(
+        load, num_parallel_calls=_parallelism(num_parallel_calls), deterministic=True)
+    return ds.batch(b, drop_remainder=True).prefetch(int(prefetch)).as_numpy_iterator()

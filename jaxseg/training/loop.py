@@ -41,6 +41,7 @@ from jaxseg import evaluate as eval_lib
 from jaxseg import models
 from jaxseg import sharding
 from jaxseg.training import checkpoint as ckpt_lib
+from jaxseg.training import data_setup
 from jaxseg.training import figures
 from jaxseg.training import optim as optim_lib
 from jaxseg.training import steps as steps_lib
@@ -77,19 +78,6 @@ def class_names_of(config, info, num_classes: int) -> list[str]:
   if len(names) != num_classes:
     return [str(c) for c in range(num_classes)]
   return names
-
-
-def label_fn_of(config, ignore_index: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
-  """For binary runs (``config.binary_class = c``): labels -> ``[y == c]``, void kept."""
-  binary = int(config.get("binary_class", -1))
-  if binary < 0:
-    return None
-
-  def to_binary(labels):
-    labels = np.asarray(labels)
-    return np.where(labels == ignore_index, ignore_index, (labels == binary)).astype(np.int32)
-
-  return to_binary
 
 
 def create_model(config, num_classes: int):
@@ -145,7 +133,7 @@ def validate_config(config) -> None:
     raise ConfigError("config.model needs a 'name'.")
   for k in ("name", "crop_size"):
     if k not in config.data:
-      raise ConfigError(f"config.data needs a {k!r} field (see jaxseg.data.default_data_config).")
+      raise ConfigError(f"config.data needs a {k!r} field (see configs/common.py).")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,7 +161,8 @@ class Run:
     # Binary one-logit models are evaluated as two classes (background, foreground).
     self.eval_classes = 2 if self.num_classes == 1 else self.num_classes
     self.class_names = class_names_of(config, self.info, self.eval_classes)
-    self.label_fn = label_fn_of(config, self.ignore_index)
+    self.train_data = data_setup.train_arguments(config)
+    self.eval_data = data_setup.eval_arguments(config)
     self.model = create_model(config, self.num_classes)
     self.loss_fn = create_loss(config, self.mesh, self.num_classes)
     ev = config.get("eval", ml_collections.ConfigDict())
@@ -215,12 +204,12 @@ class Run:
 
   def eval_iterator(self):
     return data_lib.create_eval_iterator(
-        self.config.data, global_batch_size=self.eval_batch_size,
+        **self.eval_data, global_batch_size=self.eval_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
 
   def train_iterator(self, start_step: int):
     return data_lib.create_train_iterator(
-        self.config.data, global_batch_size=int(self.config.batch_size),
+        **self.train_data, global_batch_size=int(self.config.batch_size),
         seed=int(self.config.seed), start_step=int(start_step),
         process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -238,8 +227,7 @@ class Run:
     cm, loss = eval_lib.evaluate(eval_step, state.variables,
                                  itertools.chain([] if first is None else [first], batches),
                                  self.mesh, num_classes=self.eval_classes,
-                                 max_batches=int(ev.get("max_batches", -1)),
-                                 label_fn=self.label_fn)
+                                 max_batches=int(ev.get("max_batches", -1)))
     summary = eval_lib.summarize(cm, self.class_names)
     if loss is not None:
       summary["loss"] = loss
@@ -323,11 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_window = time.time()
   try:
     for step in range(start_step + 1, total_steps + 1):
-      local = next(train_iter)
-      local = {k: v for k, v in local.items() if k in ("image", "label")}
-      if run.label_fn is not None:
-        local["label"] = run.label_fn(local["label"])
-      batch = sharding.global_batch(local, run.mesh)
+      batch = sharding.global_batch(next(train_iter), run.mesh)
       state, metrics = train_step(state, batch)
       # Check the previous step while this one runs (keeps one step in flight).
       while pending:
@@ -357,8 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   f"(majority-class baseline {100 * summary['majority_class_miou']:.2f})")
         if config.get("figures", True):
           figures.save_figures(run.workdir, step, predict_fn, state.variables, eval_batch,
-                               run.mesh, config=config, label_fn=run.label_fn,
-                               ignore_index=run.ignore_index)
+                               run.mesh, config=config, ignore_index=run.ignore_index)
         t_window = time.time()
   finally:
     bar.close()
