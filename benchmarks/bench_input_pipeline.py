@@ -139,11 +139,14 @@ def main(argv=None):
         t = time.perf_counter()
         make_voc(root, args.num_images)
         print(f"wrote {args.num_images} JPEGs in {time.perf_counter() - t:.1f}s to {root}")
-    cfg = jd.default_data_config("voc2012_segmentation")
-    cfg.data_dir, cfg.manual_dir = os.path.join(root, "data"), os.path.join(root, "manual")
-    cfg.crop_size = (args.crop, args.crop)
+    # The VOC training input of configs/common.py (scale [0.5, 1.5], flip, ImageNet statistics).
+    cfg = dict(name="voc2012_segmentation", split="train_aug", data_dir=os.path.join(root, "data"),
+               manual_dir=os.path.join(root, "manual"), crop_size=(args.crop, args.crop),
+               scale_range=(0.5, 1.5), flip=True, mean=(123.675, 116.28, 103.53),
+               std=(58.395, 57.12, 57.375))
     t = time.perf_counter()
-    n = jd.get_source("voc2012_segmentation", "train_aug", data_dir=cfg.data_dir, manual_dir=cfg.manual_dir).num_examples
+    n = jd.get_source("voc2012_segmentation", "train_aug", data_dir=cfg["data_dir"],
+                      manual_dir=cfg["manual_dir"]).num_examples
     print(f"prepared train_aug ({n} images) in {time.perf_counter() - t:.1f}s")
 
     results = {
@@ -157,7 +160,7 @@ def main(argv=None):
     }
 
     def fresh_iterator(seed):
-        return jd.create_train_iterator(cfg, global_batch_size=args.batch, seed=seed, process_index=0, process_count=1)
+        return jd.create_train_iterator(**cfg, global_batch_size=args.batch, seed=seed, process_index=0, process_count=1)
 
     rates = []
     for r in range(args.repeats):

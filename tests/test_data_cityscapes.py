@@ -91,10 +91,9 @@ def test_statistics_and_mean_instance_sizes(cs_data):
 
 
 def test_eval_iterator_has_instances(cs_data):
-    cfg = jd.default_data_config("cityscapes")
-    cfg.data_dir, cfg.manual_dir = cs_data["data_dir"], cs_data["manual"]
-    cfg.eval_pad_size = None
-    (b,) = list(jd.create_eval_iterator(cfg, global_batch_size=2, process_index=0, process_count=1))
+    (b,) = list(jd.create_eval_iterator(name="cityscapes", split="val", data_dir=cs_data["data_dir"],
+                                        manual_dir=cs_data["manual"], global_batch_size=2, process_index=0,
+                                        process_count=1))
     assert b["instance"].shape == (2, 16, 32) and b["instance"].dtype == np.int32
     assert b["example_mask"].all()
 

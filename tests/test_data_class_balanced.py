@@ -29,20 +29,19 @@ def _class_with_both(presence):
 
 
 def _cfg(class_id, fraction=0.5, **kw):
-    cfg = jd.default_data_config("shapes")
-    cfg.options = dict(OPTS)
-    cfg.crop_size = (8, 8)
-    cfg.scale_range = (0.5, 1.5)
-    cfg.flip = True
-    cfg.class_balanced.class_id = class_id
-    cfg.class_balanced.fraction = fraction
-    for k, v in kw.items():
-        cfg[k] = v
-    return cfg
+    """Keyword arguments of the class-balanced ``shapes`` training iterator."""
+    return dict(dict(name="shapes", split="train", options=dict(OPTS), crop_size=(8, 8),
+                     scale_range=(0.5, 1.5), flip=True, mean=(127.5,) * 3, std=(64.0,) * 3,
+                     class_balanced_class=class_id, class_balanced_fraction=fraction), **kw)
+
+
+def _schedule_args(cfg):
+    keys = ("name", "split", "options", "equibatch", "class_balanced_class", "class_balanced_fraction")
+    return {k: cfg[k] for k in keys if k in cfg}
 
 
 def _batches(cfg, n, **kw):
-    it = jd.create_train_iterator(cfg, **kw)
+    it = jd.create_train_iterator(**cfg, **kw)
     return [next(it) for _ in range(n)]
 
 
@@ -71,7 +70,8 @@ def test_num_positives_is_fraction_of_batch_rounded_half_up():
 
 def test_every_batch_has_exactly_k_crops_with_the_class(run):
     c, B, presence = run["c"], run["B"], run["presence"]
-    schedule = jd.pipeline.make_schedule(run["cfg"], run["seed"], global_batch_size=B)
+    schedule = jd.pipeline.make_schedule(**_schedule_args(run["cfg"]), seed=run["seed"],
+                                         global_batch_size=B)
     assert isinstance(schedule, jd.ClassBalancedSchedule) and schedule.num_positives == 3
     for k, b in enumerate(run["batches"]):
         has = (b["label"] == c).any(axis=(1, 2))
@@ -178,14 +178,16 @@ def test_schedule_errors_and_empty_pools():
 
 
 def test_config_fields():
-    cfg = jd.default_data_config("voc2012_segmentation")
+    from configs import common
+
+    cfg = common.data_config("voc2012_segmentation")
     assert cfg.class_balanced.class_id == -1 and cfg.class_balanced.fraction == 0.5
-    assert jd.pipeline._class_balanced(cfg) is None
+    assert isinstance(jd.pipeline.make_schedule(**_schedule_args(_cfg(-1)), seed=0), jd.EpochSchedule)
     bad = _cfg(1, equibatch=True)
     with pytest.raises(ValueError, match="only one"):
-        jd.pipeline.make_schedule(bad, 0, global_batch_size=4)
+        jd.pipeline.make_schedule(**_schedule_args(bad), seed=0, global_batch_size=4)
     with pytest.raises(ValueError, match="global_batch_size"):
-        jd.pipeline.make_schedule(_cfg(1), 0)
+        jd.pipeline.make_schedule(**_schedule_args(_cfg(1)), seed=0)
     spec = importlib.util.spec_from_file_location(
         "cfg_voc_binary", os.path.join(ROOT, "configs", "voc_binary_lovasz_hinge.py"))
     module = importlib.util.module_from_spec(spec)
@@ -195,16 +197,12 @@ def test_config_fields():
     assert (b.data.class_balanced.class_id, b.data.class_balanced.fraction, b.binary_class) == (7, 0.5, 7)
 
 
-def test_binary_labels_of_the_trainer_on_balanced_batches(run):
-    """The trainer's binary mapping (``config.binary_class``) keeps the balance: k images with
-    foreground 1, labels in {0, 1, 255}, void where the multi-class label is void."""
-    import ml_collections
-
-    from jaxseg.training.loop import label_fn_of
-
-    to_binary = label_fn_of(ml_collections.ConfigDict({"binary_class": run["c"]}), 255)
-    for b in run["batches"]:
-        y = to_binary(b["label"])
+def test_binary_labels_of_the_pipeline_on_balanced_batches(run):
+    """The pipeline's binary labels (``binary_class``, as the trainer passes it) keep the balance:
+    k images with foreground 1, labels in {0, 1, 255}, void where the multi-class label is void."""
+    binary = _batches(dict(run["cfg"], binary_class=run["c"]), len(run["batches"]),
+                      global_batch_size=run["B"], seed=run["seed"], process_index=0, process_count=1)
+    for b, y in zip(run["batches"], (x["label"] for x in binary)):
         assert y.dtype == np.int32 and set(np.unique(y)) <= {0, 1, 255}
         np.testing.assert_array_equal(y == 255, b["label"] == 255)
         np.testing.assert_array_equal(y == 1, b["label"] == run["c"])

@@ -12,19 +12,22 @@ from jaxseg.data import augment, synthetic
 OPTS = {"image_size": 32, "num_train": 9, "num_validation": 5, "seed": 0}
 
 
+MEAN, STD = (127.5, 127.5, 127.5), (64.0, 64.0, 64.0)
+
+
 def _cfg(**kw):
-    cfg = jd.default_data_config("shapes")
-    cfg.options = dict(OPTS)
-    cfg.crop_size = (16, 16)
-    cfg.scale_range = (0.5, 1.5)
-    cfg.flip = True
-    for k, v in kw.items():
-        cfg[k] = v
-    return cfg
+    """Keyword arguments of the ``shapes`` training iterator."""
+    return dict(dict(name="shapes", split="train", options=dict(OPTS), crop_size=(16, 16),
+                     scale_range=(0.5, 1.5), flip=True, mean=MEAN, std=STD), **kw)
+
+
+def _eval_cfg(**kw):
+    """Keyword arguments of the ``shapes`` evaluation iterator."""
+    return dict(dict(name="shapes", split="validation", options=dict(OPTS), mean=MEAN, std=STD), **kw)
 
 
 def _batches(cfg, n, **kw):
-    it = jd.create_train_iterator(cfg, **kw)
+    it = jd.create_train_iterator(**cfg, **kw)
     return [next(it) for _ in range(n)]
 
 
@@ -61,7 +64,7 @@ def test_hosts_read_disjoint_slices_of_the_same_global_batch():
     h0 = _batches(cfg, 3, global_batch_size=4, seed=2, process_index=0, process_count=2)
     h1 = _batches(cfg, 3, global_batch_size=4, seed=2, process_index=1, process_count=2)
     data = synthetic.generate("shapes", "train", **OPTS)
-    mean, std = np.asarray(cfg.mean), np.asarray(cfg.std)
+    mean, std = np.asarray(MEAN), np.asarray(STD)
     seen = []
     for g, a, b in zip(one, h0, h1):
         assert a["image"].shape[0] == 2
@@ -76,7 +79,7 @@ def test_hosts_read_disjoint_slices_of_the_same_global_batch():
     # First epoch of 9 examples is a permutation: the first 9 samples are all different.
     assert sorted(seen[:9]) == list(range(9))
     with pytest.raises(ValueError, match="multiple of process_count"):
-        jd.create_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0, process_count=2)
+        jd.create_train_iterator(**cfg, global_batch_size=3, seed=0, process_index=0, process_count=2)
 
 
 def test_epoch_schedule_is_a_permutation_per_epoch():
@@ -151,7 +154,8 @@ def test_equibatch_cycles_classes_and_crops_contain_them():
     cfg = _cfg(equibatch=True, crop_size=(8, 8), scale_range=(0.5, 1.5))
     seed, B, steps = 4, 4, 6
     batches = _batches(cfg, steps, global_batch_size=B, seed=seed, process_index=0, process_count=1)
-    schedule = jd.pipeline.make_schedule(cfg, seed)
+    schedule = jd.pipeline.make_schedule(name="shapes", split="train", options=OPTS, equibatch=True,
+                                         seed=seed)
     stats = jd.split_statistics("shapes", "train", **OPTS)
     present = np.flatnonzero(stats.image_class_presence.any(0))
     K = present.size
@@ -170,11 +174,10 @@ def test_equibatch_cycles_classes_and_crops_contain_them():
 
 
 def test_eval_iterator_pads_masks_and_shards():
-    cfg = _cfg()
-    cfg.eval_pad_size = (40, 36)
-    full = list(jd.create_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1))
-    h0 = list(jd.create_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=2))
-    h1 = list(jd.create_eval_iterator(cfg, global_batch_size=4, process_index=1, process_count=2))
+    cfg = _eval_cfg(pad_size=(40, 36))
+    full = list(jd.create_eval_iterator(**cfg, global_batch_size=4, process_index=0, process_count=1))
+    h0 = list(jd.create_eval_iterator(**cfg, global_batch_size=4, process_index=0, process_count=2))
+    h1 = list(jd.create_eval_iterator(**cfg, global_batch_size=4, process_index=1, process_count=2))
     assert len(full) == len(h0) == len(h1) == 2  # ceil(5 / 4)
     data = synthetic.generate("shapes", "validation", **OPTS)
     mask = np.concatenate([b["example_mask"] for b in full])
@@ -190,19 +193,44 @@ def test_eval_iterator_pads_masks_and_shards():
     for f, a, b in zip(full, h0, h1):
         np.testing.assert_array_equal(np.concatenate([a["label"], b["label"]]), f["label"])
         np.testing.assert_array_equal(np.concatenate([a["example_mask"], b["example_mask"]]), f["example_mask"])
-    # eval_pad_size None: the split's largest image.
-    cfg.eval_pad_size = None
-    (b0, _) = list(jd.create_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1))
+    # pad_size None: the split's largest image.
+    (b0, _) = list(jd.create_eval_iterator(**_eval_cfg(), global_batch_size=4, process_index=0,
+                                           process_count=1))
     assert b0["image"].shape == (4, 32, 32, 3)
-    cfg.eval_pad_size = (16, 16)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="larger than eval_pad_size"):
-        list(jd.create_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1))
+        list(jd.create_eval_iterator(**_eval_cfg(pad_size=(16, 16)), global_batch_size=4,
+                                     process_index=0, process_count=1))
 
 
-def test_default_configs_complete():
+def test_binary_class_labels_come_from_the_pipeline():
+    """binary_class = c: labels [y == c] with void kept, on the training and evaluation batches."""
+    small = dict(scale_range=(0.3, 0.4))  # the scaled image is smaller than the crop: void padding
+    (plain,) = _batches(_cfg(**small), 1, global_batch_size=4, seed=0, process_index=0, process_count=1)
+    c = int(np.bincount(plain["label"][plain["label"] < 255], minlength=2)[1:].argmax()) + 1
+    (binary,) = _batches(_cfg(binary_class=c, **small), 1, global_batch_size=4, seed=0, process_index=0,
+                         process_count=1)
+    np.testing.assert_array_equal(binary["image"], plain["image"])
+    want = np.where(plain["label"] == 255, 255, plain["label"] == c).astype(np.int32)
+    assert (plain["label"] == c).any() and (plain["label"] == 255).any()
+    np.testing.assert_array_equal(binary["label"], want)
+    kw = dict(global_batch_size=4, process_index=0, process_count=1)
+    for a, b in zip(jd.create_eval_iterator(**_eval_cfg(), **kw),
+                    jd.create_eval_iterator(**_eval_cfg(binary_class=c), **kw)):
+        want = np.where(a["label"] == 255, 255, a["label"] == c).astype(np.int32)
+        np.testing.assert_array_equal(b["label"], want)
+
+
+def test_config_data_settings_name_the_data_layers_splits():
+    """configs/common.py's data settings (plain data, no import of jaxseg) name splits the data
+    layer has, and hold every argument the trainer passes on."""
+    from configs import common
+
+    assert sorted(common.DATASETS) == sorted(jd.NAMES)
     for name in jd.NAMES:
-        cfg = jd.default_data_config(name)
+        cfg = common.data_config(name)
+        info = jd.dataset_info(name)
+        assert (cfg.train_split, cfg.eval_split) == (info.train_split, info.eval_split), name
         for key in ("name", "train_split", "eval_split", "data_dir", "manual_dir", "crop_size", "scale_range",
                     "flip", "mean", "std", "eval_pad_size", "equibatch", "options"):
             assert key in cfg, (name, key)
-    assert tuple(jd.default_data_config("voc2012_segmentation").crop_size) == (321, 321)
+    assert tuple(common.data_config("voc2012_segmentation").crop_size) == (321, 321)

@@ -98,22 +98,25 @@ def test_statistics_cached_next_to_prepared_data(voc_data):
 
 
 def test_train_and_eval_iterators_on_voc(voc_data):
-    cfg = jd.default_data_config("voc2012_segmentation")
-    cfg.data_dir, cfg.manual_dir = voc_data["data_dir"], voc_data["manual"]
-    cfg.crop_size = (16, 16)
-    it = jd.create_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+    from configs import common
+
+    voc = common.data_config("voc2012_segmentation")
+    location = dict(name=voc.name, data_dir=voc_data["data_dir"], manual_dir=voc_data["manual"])
+    cfg = dict(location, split=voc.train_split, crop_size=(16, 16), scale_range=voc.scale_range,
+               flip=voc.flip, mean=voc.mean, std=voc.std)
+    it = jd.create_train_iterator(**cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
     b = next(it)
     assert b["image"].shape == (4, 16, 16, 3) and b["label"].shape == (4, 16, 16)
     assert set(np.unique(b["label"])) <= set(range(21)) | {255}
-    again = next(jd.create_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1))
+    again = next(jd.create_train_iterator(**cfg, global_batch_size=4, seed=0, process_index=0, process_count=1))
     np.testing.assert_array_equal(b["image"], again["image"])
-    cfg.equibatch = True
-    eb = next(jd.create_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1))
-    sched = jd.pipeline.make_schedule(cfg, 0)
+    eb = next(jd.create_train_iterator(**cfg, equibatch=True, global_batch_size=4, seed=0, process_index=0,
+                                       process_count=1))
+    sched = jd.pipeline.make_schedule(**location, split=voc.train_split, equibatch=True, seed=0)
     for j in range(4):
         assert (eb["label"][j] == sched(j)[1]).any()
-    cfg.eval_pad_size = (32, 32)
-    batches = list(jd.create_eval_iterator(cfg, global_batch_size=2, process_index=0, process_count=1))
+    batches = list(jd.create_eval_iterator(**location, split=voc.eval_split, pad_size=(32, 32), mean=voc.mean,
+                                           std=voc.std, global_batch_size=2, process_index=0, process_count=1))
     assert len(batches) == 2
     mask = np.concatenate([x["example_mask"] for x in batches])
     np.testing.assert_array_equal(mask, [True, True, True, False])

@@ -66,10 +66,10 @@ class Recorder:
     self.seen = []
     original = _ORIGINAL_TRAIN_ITERATOR
 
-    def wrapped(cfg, *, start_step=0, **kw):
+    def wrapped(*, start_step=0, **kw):
       def gen():
         step = start_step
-        for batch in original(cfg, start_step=start_step, **kw):
+        for batch in original(start_step=start_step, **kw):
           step += 1
           if crash_after is not None and len(self.seen) >= crash_after:
             raise Preempted("simulated preemption")

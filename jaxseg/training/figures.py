@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,15 +36,12 @@ def make_predict_fn(mesh, apply_fn, *, scales: Sequence[float] = (1.0,), flip: b
 
 
 def save_figures(workdir: str, step: int, predict_fn, variables, batch: Optional[dict], mesh, *,
-                 config, ignore_index: int = 255,
-                 label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
+                 config, ignore_index: int = 255) -> None:
   """Training curves and the prediction grid of ``batch`` (this host's share of an evaluation
   batch). Every process takes part in the prediction; process 0 draws."""
   if batch is None:
     return
   batch = {k: v for k, v in batch.items() if k in ("image", "label", "example_mask")}
-  if label_fn is not None:
-    batch["label"] = label_fn(batch["label"])
   preds = predict_fn(variables, sharding.global_batch(batch, mesh))
   if jax.process_index() != 0:
     return

@@ -29,7 +29,7 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import ml_collections
