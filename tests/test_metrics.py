@@ -1,5 +1,6 @@
 """Tests of jaxseg.metrics against brute-force NumPy references."""
 
+import json
 import warnings
 
 import jax
@@ -251,11 +252,11 @@ def _hand_example():
 
     row 0: instance A (id 26000, 4 px), predicted 1 1 1 0
     row 1: instance B (id 26001, 2 px) predicted 0 0; crowd group (id 26 < 1000) predicted 1 0
-    row 2: background, predicted 1 1 0 0
+    row 2: class 0 with an instance id (7000), predicted 1 1 0 0: class 0 has no mean size
     row 3: void, predicted 1 (ignored)
     """
     label = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [IGNORE] * 4])
-    inst = np.array([[26000] * 4, [26001, 26001, 26, 26], [0] * 4, [0] * 4])
+    inst = np.array([[26000] * 4, [26001, 26001, 26, 26], [7000] * 4, [0] * 4])
     pred = np.array([[1, 1, 1, 0], [0, 0, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
     return pred[None], label[None], inst[None]
 
@@ -263,18 +264,26 @@ def _hand_example():
 def test_iiou_hand_example():
     pred, label, inst = _hand_example()
     sizes = np.array([0.0, 4.0])
-    w = np.asarray(m.instance_pixel_weights(label, inst, sizes))
-    # A: 4 / 4 = 1 per pixel; B: 4 / 2 = 2 per pixel; group, stuff and void: 0
-    np.testing.assert_array_equal(w[0], [[1, 1, 1, 1], [2, 2, 0, 0], [0] * 4, [0] * 4])
-    # the bincount path gives the same weights; ids above its bound are not instances
-    np.testing.assert_array_equal(
-        np.asarray(m.instance_pixel_weights(label, inst, sizes, max_instance_id=33999)), w)
-    np.testing.assert_array_equal(
-        np.asarray(m.instance_pixel_weights(label, inst, sizes, max_instance_id=26000))[0, 1],
-        [0, 0, 0, 0])
-    itp, ifn = m.instance_weighted_counts(pred, label, w, 2)
-    np.testing.assert_allclose(np.asarray(itp), [0.0, 3.0])  # 3 px of A x 1
-    np.testing.assert_allclose(np.asarray(ifn), [0.0, 5.0])  # 1 px of A x 1 + 2 px of B x 2
+    counts = m.instance_counts(pred, label, inst, 2)
+    assert {k: (v.dtype, v.shape) for k, v in counts.items()} == {
+        k: (jnp.int32, (1, 33999 - 1000)) for k in ("instance_class", "instance_size",
+                                                    "instance_tp")}
+    found = {1001 + j: (int(counts["instance_class"][0, j]), int(counts["instance_size"][0, j]),
+                        int(counts["instance_tp"][0, j]))
+             for j in np.flatnonzero(np.asarray(counts["instance_size"][0]))}
+    # (class, size, predicted as its class); the crowd group and void are no instances
+    assert found == {26000: (1, 4, 3), 26001: (1, 2, 0), 7000: (0, 4, 2)}
+    assert int(np.sum(np.asarray(counts["instance_class"]) >= 0)) == 3
+    # ids above the bound are not instances
+    bounded = m.instance_counts(pred, label, inst, 2, max_instance_id=26000)
+    assert bounded["instance_size"].shape == (1, 25000)
+    assert int(bounded["instance_size"][0, -1]) == 4 and int(bounded["instance_size"].sum()) == 8
+    # A: weight 4 / 4 = 1 per pixel; B: 4 / 2 = 2 per pixel; class 0 has no mean size: skipped
+    itp, ifn = m.instance_weighted_sums(counts["instance_class"], counts["instance_size"],
+                                        counts["instance_tp"], sizes)
+    assert itp.dtype == ifn.dtype == np.float64
+    np.testing.assert_array_equal(itp, [0.0, 3.0])  # 3 px of A x 1
+    np.testing.assert_array_equal(ifn, [0.0, 5.0])  # 1 px of A x 1 + 2 px of B x 2
     cm = np.asarray(m.confusion_matrix(pred, label, 2))
     np.testing.assert_array_equal(cm, [[2, 2], [4, 4]])
     # class IoU: 4 / (4 + 2 + 4) = 0.4; iIoU: 3 / (3 + 2 + 5) = 0.3 (FP = 2 background pixels)
@@ -286,6 +295,20 @@ def test_iiou_hand_example():
     np.testing.assert_allclose(res["iiou"], 0.3)
     np.testing.assert_allclose(res["miou"], 0.325)
     np.testing.assert_allclose(res["pixel_accuracy"], 0.5)
+
+
+def test_instance_counts_mask_and_categories():
+    pred, label, inst = _random_instances(3, b=3)
+    example_mask = np.array([True, False, True])
+    groups = m.CITYSCAPES_CATEGORY_OF_CLASS
+    got = m.instance_counts(pred, label, inst, 19, mask=example_mask, categories=groups)
+    whole = m.instance_counts(pred, label, inst, 19, categories=groups)
+    for key, value in got.items():
+        np.testing.assert_array_equal(np.asarray(value)[[0, 2]], np.asarray(whole[key])[[0, 2]])
+        assert not np.any(np.asarray(value)[1] > 0), key  # the filler example counts nothing
+    # a category hit is a hit of any class of the category, so at least the class hits
+    assert np.all(np.asarray(whole["instance_category_tp"]) >= np.asarray(whole["instance_tp"]))
+    assert np.any(np.asarray(whole["instance_category_tp"]) > np.asarray(whole["instance_tp"]))
 
 
 def _random_instances(seed, b=2, h=12, w=14):
@@ -312,33 +335,40 @@ def test_iiou_random_against_cityscapes_loop():
     pred, label, inst = _random_instances(7)
     sizes = m.CITYSCAPES_MEAN_INSTANCE_SIZE
     groups = m.CITYSCAPES_CATEGORY_OF_CLASS
-    stats = jax.jit(m.batch_statistics, static_argnames=("num_classes", "groups", "num_groups"))(
-        pred, label, num_classes=19, instances=inst, mean_instance_size=sizes, groups=groups,
-        num_groups=7)
+    stats = jax.jit(m.batch_statistics, static_argnames=("num_classes", "categories"))(
+        pred, label, num_classes=19, instances=inst, categories=groups)
+    assert all(v.dtype == jnp.int32 for k, v in stats.items() if k != "image_iou_sum")
+    counts = (stats["instance_class"], stats["instance_size"])
+    got_tp, got_fn = m.instance_weighted_sums(*counts, stats["instance_tp"], sizes)
     want_tp, want_fn = ref_instance_counts(pred, label, inst, sizes)
-    np.testing.assert_allclose(np.asarray(stats["instance_tp"]), want_tp, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(stats["instance_fn"]), want_fn, rtol=1e-5)
+    np.testing.assert_allclose(got_tp, want_tp, rtol=1e-12)
+    np.testing.assert_allclose(got_fn, want_fn, rtol=1e-12)
     cat_tp, cat_fn = ref_instance_counts(pred, label, inst, sizes, groups=list(groups))
-    np.testing.assert_allclose(np.asarray(stats["group_instance_tp"]), cat_tp, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(stats["group_instance_fn"]), cat_fn, rtol=1e-5)
+    got_cat = m.instance_weighted_sums(*counts, stats["instance_category_tp"], sizes,
+                                       categories=groups, num_categories=7)
+    np.testing.assert_allclose(got_cat[0], cat_tp, rtol=1e-12)
+    np.testing.assert_allclose(got_cat[1], cat_fn, rtol=1e-12)
 
     acc = m.MetricAccumulator.cityscapes()
     acc.update(pred[:1], label[:1], instances=inst[:1])
-    acc.add(m.batch_statistics(pred[1:], label[1:], 19, instances=inst[1:],
-                               mean_instance_size=sizes, groups=groups, num_groups=7))
+    acc.add(m.batch_statistics(pred[1:], label[1:], 19, instances=inst[1:], categories=groups))
     res = acc.result()
     cm = ref_confusion(pred, label, 19)
     np.testing.assert_array_equal(res["confusion"], cm)
     want = ref_instance_iou(want_tp, want_fn, cm, sizes > 0)
-    np.testing.assert_allclose(res["per_class_iiou"], want, rtol=1e-5)
-    np.testing.assert_allclose(res["iiou"], ref_nanmean(want), rtol=1e-5)
+    np.testing.assert_allclose(res["per_class_iiou"], want, rtol=1e-12)
+    np.testing.assert_allclose(res["iiou"], ref_nanmean(want), rtol=1e-12)
     merged = np.stack([np.stack([cm[np.ix_(np.flatnonzero(np.array(groups) == r),
                                            np.flatnonzero(np.array(groups) == s))].sum()
                                  for s in range(7)]) for r in range(7)])
     want_cat = ref_instance_iou(cat_tp, cat_fn, merged, [False] * 5 + [True, True])
-    np.testing.assert_allclose(res["per_group_iiou"], want_cat, rtol=1e-5)
-    np.testing.assert_allclose(res["per_group_iou"],
+    np.testing.assert_allclose(res["per_category_iiou"], want_cat, rtol=1e-12)
+    np.testing.assert_allclose(res["category_iiou"], ref_nanmean(want_cat), rtol=1e-12)
+    np.testing.assert_allclose(res["per_category_iou"],
                                official_category_iou(cm, groups, 7), rtol=1e-12)
+    # statistics without the categories cannot feed an accumulator with categories
+    with pytest.raises(ValueError, match="instance_category_tp"):
+        acc.add(m.batch_statistics(pred, label, 19, instances=inst))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,6 +395,51 @@ def test_accumulator_streams_like_one_shot():
     assert "c3" in acc.table()
     acc.reset()
     assert acc.result()["num_images"] == 0 and np.isnan(acc.result()["miou"])
+
+
+def test_majority_class_miou():
+    cm = np.array([[50, 10, 0],
+                   [5, 25, 0],
+                   [0, 0, 0]])  # class 2 absent from ground truth and predictions
+    # always class 0 (60 px of 90): IoU 60/90 for class 0, 0 for class 1; class 2 left out
+    assert m.majority_class_miou(cm) == pytest.approx((60 / 90) / 2, rel=1e-12)
+    baseline = np.zeros_like(cm)
+    baseline[:, 0] = cm.sum(axis=1)
+    assert m.majority_class_miou(cm) == pytest.approx(m.mean_iou(baseline), rel=1e-12)
+    assert float(m.majority_class_miou(jnp.asarray(cm, jnp.int32))) == pytest.approx(1 / 3)
+    assert np.isnan(m.majority_class_miou(np.zeros((3, 3), np.int64)))
+
+
+def test_summary_is_json_ready_with_names():
+    pred, label, inst = _random_instances(5)
+    pred[pred == 10] = 9
+    label[label == 10] = 9  # sky absent everywhere: IoU undefined
+    acc = m.MetricAccumulator.cityscapes()
+    acc.update(pred, label, instances=inst, mask=np.array([True, True]))
+    res, summary = acc.result(), acc.summary()
+    text = json.dumps(summary, allow_nan=False)  # no NaN anywhere
+    assert json.loads(text) == summary
+    assert list(summary["per_class_iou"]) == list(m.CITYSCAPES_CLASS_NAMES)
+    assert summary["per_class_iou"]["sky"] is None
+    assert summary["per_class_iou"]["car"] == res["per_class_iou"][13]
+    # iIoU for the classes and categories that have instances only
+    assert list(summary["per_class_iiou"]) == [
+        n for n, s in zip(m.CITYSCAPES_CLASS_NAMES, m.CITYSCAPES_MEAN_INSTANCE_SIZE) if s > 0]
+    assert list(summary["per_category_iiou"]) == ["human", "vehicle"]
+    assert list(summary["per_category_iou"]) == list(m.CITYSCAPES_CATEGORY_NAMES)
+    for key in ("miou", "iiou", "category_miou", "category_iiou", "pixel_accuracy",
+                "majority_class_miou"):
+        assert summary[key] == res[key], key
+    assert summary["num_pixels"] == int(res["confusion"].sum())
+    assert summary["confusion_matrix"] == res["confusion"].tolist()
+    assert summary["majority_class"] == m.CITYSCAPES_CLASS_NAMES[
+        int(np.argmax(res["confusion"].sum(axis=1)))]
+    table = acc.table("Cityscapes")
+    assert table.startswith("Cityscapes") and "iIoU" in table and "vehicle" in table
+    assert "majority-class baseline mIoU" in table and "pixel accuracy" in table
+    empty = m.MetricAccumulator(3, class_names=["a", "b", "c"])
+    assert empty.summary()["majority_class"] is None and empty.summary()["miou"] is None
+    assert "n/a" in empty.table()
 
 
 def test_format_iou_table():
@@ -406,3 +481,18 @@ def test_input_errors():
         m.cityscapes_category_iou(np.zeros((5, 5)))
     with pytest.raises(ValueError, match="no mean_instance_size"):
         m.MetricAccumulator(5).update(pred, label, instances=np.zeros_like(label))
+    stats = m.batch_statistics(pred, label, 5, instances=np.zeros_like(label))
+    with pytest.raises(ValueError, match="no mean_instance_size"):
+        m.MetricAccumulator(5).add(stats)
+    with pytest.raises(TypeError, match="instances must be integer"):
+        m.instance_counts(pred, label, label.astype(np.float32), 5)
+    with pytest.raises(ValueError, match="instances shape"):
+        m.instance_counts(pred, label, label[:, :2], 5)
+    with pytest.raises(ValueError, match="must exceed"):
+        m.instance_counts(pred, label, label, 5, max_instance_id=1000)
+    with pytest.raises(ValueError, match="categories"):
+        m.instance_counts(pred, label, label, 5, categories=(0, 1))
+    with pytest.raises(TypeError, match="integer counts"):
+        m.instance_weighted_sums(label, label.astype(np.float32), label, np.ones(5))
+    with pytest.raises(ValueError, match="shape"):
+        m.instance_weighted_sums(label, label[:1], label, np.ones(5))

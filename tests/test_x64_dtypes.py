@@ -419,8 +419,6 @@ def _metric_inputs():
 
 def _all_metrics(preds, labels, instances, mask, cm19):
     cm = m.confusion_matrix(preds, labels, C, mask=mask)
-    weights = m.instance_pixel_weights(labels, instances, MEAN_INSTANCE_SIZE)
-    itp, ifn = m.instance_weighted_counts(preds, labels, weights, C)
     out = {
         "confusion": cm,
         "iou": m.iou_from_confusion(cm),
@@ -435,21 +433,19 @@ def _all_metrics(preds, labels, instances, mask, cm19):
         "per_image_miou": m.per_image_mean_iou(preds, labels, C),
         "batch_miou_present": m.batch_mean_iou(preds, labels, C),
         "batch_miou_union": m.batch_mean_iou(preds, labels, C, classes="union"),
-        "instance_weights_sort": weights,
-        "instance_weights_bincount": m.instance_pixel_weights(
-            labels, instances, MEAN_INSTANCE_SIZE, max_instance_id=4999),
-        "instance_tp": itp,
-        "instance_fn": ifn,
-        "instance_iou": m.instance_iou(itp, ifn, cm, MEAN_INSTANCE_SIZE > 0),
+        "instance_iou": m.instance_iou(jnp.diagonal(cm), cm.sum(-1) - jnp.diagonal(cm), cm,
+                                       MEAN_INSTANCE_SIZE > 0),  # unit weights
     }
     stats = m.batch_statistics(preds, labels, C, mask=mask, instances=instances,
-                               mean_instance_size=MEAN_INSTANCE_SIZE, groups=GROUPS)
+                               categories=GROUPS, max_instance_id=4999)
     out.update({f"stats/{k}": v for k, v in stats.items()})
     return out
 
 
 _all_metrics_jit = jax.jit(_all_metrics)
-INT32_METRICS = {"confusion", "merged", "stats/confusion", "stats/image_count"}
+INT32_METRICS = {"confusion", "merged", "stats/confusion", "stats/image_count",
+                 "stats/instance_class", "stats/instance_size", "stats/instance_tp",
+                 "stats/instance_category_tp"}
 
 
 def test_metrics_under_x64_keep_dtypes_and_values(x64):
@@ -466,7 +462,7 @@ def test_metrics_under_x64_keep_dtypes_and_values(x64):
                                    equal_nan=True, err_msg=key)
     # not vacuous: the inputs exercise every statistic
     assert np.asarray(got["stats/image_count"]) == 2
-    assert np.nansum(np.asarray(got["instance_tp"])) > 0
+    assert np.sum(np.asarray(got["stats/instance_tp"])) > 0
 
 
 def test_metric_counts_create_no_64bit_value_under_x64(x64):
@@ -475,9 +471,7 @@ def test_metric_counts_create_no_64bit_value_under_x64(x64):
     JAX's own int64 under x64, not a count.)"""
     preds, labels, instances, mask, _ = [jnp.asarray(a) for a in _metric_inputs()]
     found = _strong_64bit(
-        lambda p, y, i, k: m.batch_statistics(p, y, C, mask=k, instances=i,
-                                              mean_instance_size=MEAN_INSTANCE_SIZE,
-                                              groups=GROUPS),
+        lambda p, y, i, k: m.batch_statistics(p, y, C, mask=k, instances=i, categories=GROUPS),
         preds, labels, instances, mask)
     assert not found, found
 
@@ -493,7 +487,7 @@ def test_numpy_scores_stay_float64_and_accumulator_matches(x64):
         assert np.asarray(fn(host)).dtype == np.float64
 
     def result():
-        acc = m.MetricAccumulator(C, mean_instance_size=MEAN_INSTANCE_SIZE, groups=GROUPS)
+        acc = m.MetricAccumulator(C, mean_instance_size=MEAN_INSTANCE_SIZE, categories=GROUPS)
         acc.update(preds, labels, instances=instances)
         return acc.result()
 
