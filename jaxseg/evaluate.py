@@ -8,8 +8,12 @@ is the arg-max of the *mean of the probabilities*. The evaluation batches are pa
 shape by the data pipeline (void label 255 in the padding, ``example_mask`` False for the
 filler examples of the last batch), so one compiled step serves the whole split.
 
-Scores come from the dataset confusion matrix of :mod:`jaxseg.metrics` (rows ground truth,
-columns prediction): per-class IoU ``TP / (TP + FP + FN)``, their mean (mIoU) and pixel accuracy.
+The step returns the additive statistics of its batch (:func:`jaxseg.metrics.batch_statistics`:
+the confusion matrix, per-image mIoU sums, and for Cityscapes the per-instance pixel counts of the
+iIoU); :func:`evaluate` sums them in a :class:`jaxseg.metrics.MetricAccumulator`, which scores
+them: per-class IoU ``TP / (TP + FP + FN)``, mIoU, pixel accuracy, the majority-class baseline,
+and for Cityscapes what the official benchmark reports (Cordts et al., CVPR 2016, Sec. 3.2):
+class IoU, class iIoU, category IoU and category iIoU.
 """
 
 from __future__ import annotations
@@ -72,116 +76,80 @@ def _probabilities(logits: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits, axis=-1)
 
 
-def eval_step(apply_fn, variables, batch: dict, *, num_classes: int, scales=(1.0,),
-              flip: bool = False, ignore_index: int = 255,
+def eval_step(apply_fn, variables, batch: dict, metrics: metrics_lib.MetricAccumulator, *,
+              scales=(1.0,), flip: bool = False,
               loss_fn: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None) -> dict:
-  """One padded batch: ``{"confusion": int32 [C, C]}`` (filler examples ignored), plus
-  ``"loss"`` (``loss_fn`` on the first view's logits at full resolution) when given."""
+  """The statistics of one padded batch: ``metrics.statistics`` of the prediction.
+
+  ``batch`` holds ``image`` ``[B, H, W, 3]``, ``label`` ``[B, H, W]`` and optionally
+  ``example_mask`` ``[B]`` (False for the filler examples of a padded batch: counted nowhere)
+  and ``instance`` ``[B, H, W]`` (instance ids, used when ``metrics`` scores instances, i.e.
+  Cityscapes' iIoU). Returns :func:`jaxseg.metrics.batch_statistics` of the arg-max of
+  :func:`predict_probabilities`, plus ``"loss"`` (``loss_fn`` on the first view's logits at full
+  resolution, filler examples void) when ``loss_fn`` is given.
+  """
   labels = batch["label"].astype(jnp.int32)
-  if "example_mask" in batch:
-    labels = jnp.where(batch["example_mask"][:, None, None], labels, ignore_index)
+  mask = batch.get("example_mask")
   probs, logits = predict_probabilities(apply_fn, variables, batch["image"], scales=scales,
                                         flip=flip, return_logits=True)
   preds = jnp.argmax(probs, axis=-1).astype(jnp.int32)
-  out = {"confusion": metrics_lib.confusion_matrix(preds, labels, num_classes,
-                                                   ignore_index=ignore_index)}
+  instances = batch.get("instance") if metrics.scores_instances else None
+  out = dict(metrics.statistics(preds, labels, mask=mask, instances=instances))
   if loss_fn is not None:
+    if mask is not None:
+      labels = jnp.where(mask[:, None, None], labels, metrics.ignore_index)
     out["loss"] = jnp.asarray(loss_fn(logits, labels), jnp.float32)
   return out
 
 
-def make_eval_step(mesh: Mesh, apply_fn, *, num_classes: int, scales=(1.0,), flip=False,
-                   ignore_index: int = 255, loss_fn=None):
-  """``jax.jit`` of :func:`eval_step`: variables replicated, batch sharded on ``'data'``."""
+def make_eval_step(mesh: Mesh, apply_fn, metrics: metrics_lib.MetricAccumulator, *,
+                   scales=(1.0,), flip=False, loss_fn=None):
+  """``jax.jit`` of :func:`eval_step`: variables replicated, batch sharded on ``'data'``, the
+  statistics replicated. ``metrics`` gives the classes, void label and instance settings (its
+  fixed settings only: the step does not accumulate)."""
   rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
   scales = tuple(float(s) for s in scales)
 
   def step(variables, batch):
-    return eval_step(apply_fn, variables, batch, num_classes=num_classes, scales=scales,
-                     flip=flip, ignore_index=ignore_index, loss_fn=loss_fn)
+    return eval_step(apply_fn, variables, batch, metrics, scales=scales, flip=flip,
+                     loss_fn=loss_fn)
 
   return jax.jit(step, in_shardings=(rep, dat), out_shardings=rep)
 
 
-def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh, *, num_classes: int,
-             max_batches: Optional[int] = None,
-             label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
-             ) -> tuple[np.ndarray, Optional[float]]:
-  """Runs the jitted ``step_fn`` over ``batches`` (host-local NumPy dicts).
+def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh,
+             metrics: metrics_lib.MetricAccumulator, *, max_batches: Optional[int] = None,
+             label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict[str, Any]:
+  """Runs the jitted ``step_fn`` over ``batches`` (host-local NumPy dicts) into ``metrics``.
 
-  Returns the dataset confusion matrix ``int64 [C, C]`` and the mean of the per-batch losses
-  (``None`` when the step computes none). ``label_fn`` maps the host labels first (binary tasks).
+  ``metrics`` is reset first and holds the evaluation afterwards (``metrics.result()`` for
+  arrays, ``metrics.table()`` for the printed tables). Returns ``metrics.summary()`` (JSON-ready:
+  ``miou``, ``pixel_accuracy``, ``majority_class_miou``, ``per_class_iou`` by name, and for
+  Cityscapes ``iiou``, ``category_miou``, ``category_iiou``, ...) with ``"loss"``, the mean of the
+  per-batch losses, when the step computes one. ``label_fn`` maps the host labels first (binary
+  tasks). At most ``max_batches`` batches when it is >= 0.
   """
-  total = np.zeros((num_classes, num_classes), np.int64)
+  metrics.reset()
+  keys = ("image", "label", "example_mask") + (("instance",) if metrics.scores_instances else ())
   losses = []
   for i, local in enumerate(batches):
     if max_batches is not None and max_batches >= 0 and i >= max_batches:
       break
-    local = {k: v for k, v in local.items() if k in ("image", "label", "example_mask")}
+    local = {k: v for k, v in local.items() if k in keys}
     if label_fn is not None:
       local["label"] = label_fn(local["label"])
-    out = step_fn(variables, sharding.global_batch(local, mesh))
-    out = jax.device_get(out)
-    total += np.asarray(out["confusion"], np.int64)
+    out = jax.device_get(step_fn(variables, sharding.global_batch(local, mesh)))
     if "loss" in out:
-      losses.append(float(out["loss"]))
-  return total, (float(np.mean(losses)) if losses else None)
+      losses.append(float(out.pop("loss")))
+    metrics.add(out)
+  summary = metrics.summary()
+  if losses:
+    summary["loss"] = float(np.mean(losses))
+  return summary
 
 
-def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> dict:
-  """Per-class IoU, mIoU, pixel accuracy and the majority-class baseline of a confusion matrix."""
-  cm = np.asarray(cm, np.int64)
-  num_classes = cm.shape[0]
-  names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
-  if len(names) != num_classes:
-    raise ValueError(f"{len(names)} class names for a {num_classes}-class confusion matrix.")
-  iou = np.asarray(metrics_lib.iou_from_confusion(cm), np.float64)
-  return {
-      "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
-      "miou": float(metrics_lib.mean_iou(cm)),
-      "pixel_accuracy": float(metrics_lib.pixel_accuracy(cm)),
-      "majority_class_miou": majority_class_miou(cm),
-      "majority_class": names[int(np.argmax(cm.sum(axis=1)))],
-      "num_pixels": int(cm.sum()),
-  }
-
-
-def majority_class_miou(cm: np.ndarray) -> float:
-  """mIoU of predicting, everywhere, the class with the most ground-truth pixels in ``cm``.
-
-  That class ``m`` scores ``IoU_m = n_m / n`` (all pixels predicted ``m``), every other class
-  present scores 0; classes absent from the ground truth are left out of the mean (their IoU
-  is 0/0), as in :func:`jaxseg.metrics.mean_iou`.
-  """
-  cm = np.asarray(cm, np.int64)
-  gt = cm.sum(axis=1)
-  total = gt.sum()
-  if total == 0:
-    return float("nan")
-  majority = int(np.argmax(gt))
-  baseline = np.zeros_like(cm)
-  baseline[:, majority] = gt
-  return float(metrics_lib.mean_iou(baseline))
-
-
-def format_table(summary: dict, title: str = "Evaluation") -> str:
-  """A plain-text table: one row per class (IoU in %), then mIoU and the baseline."""
-  rows = [(name, "n/a" if v is None else f"{100 * v:6.2f}")
-          for name, v in summary["per_class_iou"].items()]
-  width = max([len("majority-class baseline mIoU")] + [len(n) for n, _ in rows])
-  lines = [title, "-" * (width + 10), f"{'class':<{width}}  IoU (%)", "-" * (width + 10)]
-  lines += [f"{n:<{width}}  {v:>7}" for n, v in rows]
-  lines += ["-" * (width + 10),
-            f"{'mIoU':<{width}}  {100 * summary['miou']:7.2f}",
-            f"{'pixel accuracy':<{width}}  {100 * summary['pixel_accuracy']:7.2f}",
-            f"{'majority-class baseline mIoU':<{width}}  "
-            f"{100 * summary['majority_class_miou']:7.2f}  (always '{summary['majority_class']}')"]
-  return "\n".join(lines)
-
-
-def save_summary(path: str, summary: dict, cm: np.ndarray, **extra: Any) -> None:
-  record = dict(summary)
-  record["confusion_matrix"] = np.asarray(cm).tolist()
-  record.update(extra)
+def save_summary(path: str, summary: dict, **extra: Any) -> None:
+  """Writes ``summary`` (e.g. :meth:`jaxseg.metrics.MetricAccumulator.summary`) and ``extra`` as
+  JSON; ValueError if a value is NaN or infinite (use None)."""
   with open(path, "w") as f:
-    json.dump(record, f, indent=2)
+    json.dump({**summary, **extra}, f, indent=2, allow_nan=False)
