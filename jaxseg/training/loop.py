@@ -23,6 +23,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -38,6 +39,7 @@ from tqdm import tqdm
 
 from jaxseg import data as data_lib
 from jaxseg import evaluate as eval_lib
+from jaxseg import metrics as metrics_lib
 from jaxseg import models
 from jaxseg import sharding
 from jaxseg.training import checkpoint as ckpt_lib
@@ -213,39 +215,51 @@ class Run:
         seed=int(self.config.seed), start_step=int(start_step),
         process_index=jax.process_index(), process_count=jax.process_count())
 
+  @functools.cached_property
+  def eval_metrics(self) -> metrics_lib.MetricAccumulator:
+    """The evaluation's accumulator (it holds the latest evaluation): what the Cityscapes
+    benchmark reports (class and category IoU and iIoU, from the instance ids the pipeline reads)
+    for a run on Cityscapes' 19 classes, per-class IoU otherwise."""
+    if self.info.has_instances and tuple(self.class_names) == metrics_lib.CITYSCAPES_CLASS_NAMES:
+      return metrics_lib.MetricAccumulator.cityscapes(ignore_index=self.ignore_index)
+    return metrics_lib.MetricAccumulator(self.eval_classes, ignore_index=self.ignore_index,
+                                         class_names=self.class_names)
+
   def make_eval_step(self):
-    return eval_lib.make_eval_step(
-        self.mesh, self.model.apply, num_classes=self.eval_classes, scales=self.eval_scales,
-        flip=self.eval_flip, ignore_index=self.ignore_index, loss_fn=self.loss_fn)
+    return eval_lib.make_eval_step(self.mesh, self.model.apply, self.eval_metrics,
+                                   scales=self.eval_scales, flip=self.eval_flip,
+                                   loss_fn=self.loss_fn)
 
   def run_evaluation(self, state: TrainState, eval_step=None) -> tuple[dict, np.ndarray, dict]:
-    """The evaluation summary and confusion matrix, and the first evaluation batch (figures)."""
+    """The evaluation summary (:meth:`jaxseg.metrics.MetricAccumulator.summary`, + ``loss``),
+    its confusion matrix, and the first evaluation batch (figures); ``self.eval_metrics`` holds
+    the evaluation (``.table()``)."""
     eval_step = eval_step or self.make_eval_step()
     ev = self.config.get("eval", ml_collections.ConfigDict())
     batches = iter(self.eval_iterator())
     first = next(batches, None)
-    cm, loss = eval_lib.evaluate(eval_step, state.variables,
-                                 itertools.chain([] if first is None else [first], batches),
-                                 self.mesh, num_classes=self.eval_classes,
-                                 max_batches=int(ev.get("max_batches", -1)))
-    summary = eval_lib.summarize(cm, self.class_names)
-    if loss is not None:
-      summary["loss"] = loss
-    return summary, cm, first
+    summary = eval_lib.evaluate(eval_step, state.variables,
+                                itertools.chain([] if first is None else [first], batches),
+                                self.mesh, self.eval_metrics,
+                                max_batches=int(ev.get("max_batches", -1)))
+    return summary, self.eval_metrics.confusion.copy(), first
 
 
 def _write_eval(run: Run, step: int, summary: dict, cm: np.ndarray, logger: MetricLogger) -> None:
-  values = {"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"],
-            "majority_class_miou": summary["majority_class_miou"]}
-  if "loss" in summary:
-    values["loss"] = summary["loss"]
-  for name, v in summary["per_class_iou"].items():
-    if v is not None:
-      values[f"iou/{name}"] = v
+  """Logs the defined scores of ``summary`` (Cityscapes: class and category IoU and iIoU too; per
+  name as ``iou/<class>``, ``iiou/<class>``, ``category_iou/<category>``, ...) and writes it to
+  ``eval_<step>.json`` (``cm`` is in it as ``confusion_matrix``)."""
+  scalars = ("miou", "pixel_accuracy", "majority_class_miou", "loss", "iiou", "category_miou",
+             "category_iiou")
+  per_name = {"per_class_iou": "iou", "per_class_iiou": "iiou",
+              "per_category_iou": "category_iou", "per_category_iiou": "category_iiou"}
+  values = {k: summary[k] for k in scalars if summary.get(k) is not None}
+  for key, prefix in per_name.items():
+    values.update({f"{prefix}/{name}": v for name, v in summary.get(key, {}).items()
+                   if v is not None})
   logger.write(step, "eval", values)
   if jax.process_index() == 0:
-    eval_lib.save_summary(os.path.join(run.workdir, f"eval_{step:06d}.json"), summary, cm,
-                          step=step)
+    eval_lib.save_summary(os.path.join(run.workdir, f"eval_{step:06d}.json"), summary, step=step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -353,8 +367,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary, cm, _ = run.run_evaluation(state, eval_step)
     _write_eval(run, final_step, summary, cm, logger)
   if is_main:
-    print(eval_lib.format_table(summary, f"Evaluation of step {final_step} on "
-                                         f"{config.data.name}/{config.data.get('eval_split', '')}"))
+    print(run.eval_metrics.table(f"Evaluation of step {final_step} on "
+                                 f"{config.data.name}/{config.data.get('eval_split', '')}"))
     print(f"Total time {time.time() - t_start:.1f} s; outputs in {run.workdir}", flush=True)
   summary["step"] = final_step
   return summary
@@ -371,15 +385,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
       raise FileNotFoundError(f"No checkpoint to evaluate in {run.checkpointer.directory}; "
                               f"train first (python train.py --workdir {workdir}).")
     state = run.checkpointer.restore(run.initial_state(), latest)
-    summary, cm, _ = run.run_evaluation(state)
+    summary, _, _ = run.run_evaluation(state)
   finally:
     run.checkpointer.close()
   if jax.process_index() == 0:
     eval_lib.save_summary(os.path.join(run.workdir, f"eval_{latest:06d}_standalone.json"),
-                          summary, cm, step=latest, scales=list(run.eval_scales),
-                          flip=run.eval_flip)
-    print(eval_lib.format_table(summary, f"Evaluation of the checkpoint of step {latest} "
-                                         f"(scales {run.eval_scales}, flip {run.eval_flip})"))
+                          summary, step=latest, scales=list(run.eval_scales), flip=run.eval_flip)
+    print(run.eval_metrics.table(f"Evaluation of the checkpoint of step {latest} "
+                                 f"(scales {run.eval_scales}, flip {run.eval_flip})"))
   summary["step"] = latest
   return summary
 
