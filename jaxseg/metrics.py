@@ -3,7 +3,8 @@ Berman et al., CVPR 2018, Sec. 3.1, Eq. 14-15), with Cityscapes' category IoU an
 iIoU.
 
 Notation: ``C`` classes, predictions and labels are integer class ids of the same shape (e.g.
-``[B, H, W]``), ``ignore_index`` (255) marks void ground-truth pixels.
+``[B, H, W]``), ``ignore_index`` (255) marks void ground-truth pixels. Inputs of the wrong dtype
+raise ``TypeError``, of the wrong shape or value ``ValueError``.
 
 **The confusion matrix** ``cm[g, p]`` counts the pixels of ground-truth class ``g`` predicted as
 ``p`` (rows = ground truth, columns = prediction). A pixel is counted when its label is in
@@ -148,11 +149,11 @@ def _check_num_classes(name: str, num_classes: Any) -> int:
 def _check_pair(name: str, predictions: Any, labels: Any, mask: Any) -> tuple[Any, Any, Any]:
     predictions, labels = _as_array(predictions), _as_array(labels)
     if not jnp.issubdtype(predictions.dtype, jnp.integer):
-        raise ValueError(
+        raise TypeError(
             f"{name}: predictions must be integer class ids (e.g. argmax of the logits over the "
             f"class axis), got dtype {predictions.dtype} and shape {tuple(predictions.shape)}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"{name}: labels must be an integer array, got dtype {labels.dtype}")
+        raise TypeError(f"{name}: labels must be an integer array, got dtype {labels.dtype}")
     if tuple(predictions.shape) != tuple(labels.shape):
         raise ValueError(
             f"{name}: predictions shape {tuple(predictions.shape)} differs from labels shape "
@@ -160,7 +161,7 @@ def _check_pair(name: str, predictions: Any, labels: Any, mask: Any) -> tuple[An
     if mask is not None:
         mask = _as_array(mask)
         if mask.dtype != bool:
-            raise ValueError(f"{name}: mask must be boolean, got dtype {mask.dtype}")
+            raise TypeError(f"{name}: mask must be boolean, got dtype {mask.dtype}")
         if tuple(mask.shape) != tuple(labels.shape[:mask.ndim]):
             raise ValueError(
                 f"{name}: mask shape {tuple(mask.shape)} must equal the labels shape "

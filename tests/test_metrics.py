@@ -465,14 +465,16 @@ def test_check_labels():
 
 def test_input_errors():
     pred, label = _random_batch(9)
-    with pytest.raises(ValueError, match="predictions must be integer"):
+    with pytest.raises(TypeError, match="predictions must be integer"):
         m.confusion_matrix(pred.astype(np.float32), label, 5)
     with pytest.raises(ValueError, match="differs from labels shape"):
         m.confusion_matrix(pred[:, :2], label, 5)
     with pytest.raises(ValueError, match="prefix"):
         m.confusion_matrix(pred, label, 5, mask=np.ones((2,), bool))
-    with pytest.raises(ValueError, match="boolean"):
+    with pytest.raises(TypeError, match="boolean"):
         m.confusion_matrix(pred, label, 5, mask=np.ones((3,), np.int32))
+    with pytest.raises(TypeError, match="labels must be an integer"):
+        m.per_image_iou(pred, label.astype(np.float32), 5)
     with pytest.raises(ValueError, match="num_classes"):
         m.confusion_matrix(pred, label, 0)
     with pytest.raises(ValueError, match="square"):
