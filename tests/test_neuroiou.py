@@ -264,3 +264,23 @@ def test_gradient_agreement_of_hand_made_surrogates(batch):
     )
     a = fitting.gradient_agreement(bad, logits, labels)
     assert a["fn_agreement"] == 0.0 and a["fp_agreement"] == 0.0
+
+
+def test_batch_gradient_agreement_pools_pixels_and_leaves_out_padding(batch):
+    """Over batches: the pixels of every real image once (padding examples left out, batches
+    after ``max_batches`` not read), as one call on those images would count them."""
+    logits, labels = batch
+    sur = neuroiou.init_surrogate(jax.random.key(3), hidden=(4,), kind="prob", num_inputs=3)
+    batches = [
+        {"image": logits[:1], "label": labels[:1]},
+        # image 0 again as a padding example of the last, incomplete batch
+        {"image": logits[[1, 0]], "label": labels[[1, 0]], "example_mask": np.array([True, False])},
+        {"image": logits[:1], "label": labels[:1]},  # past max_batches
+    ]
+    got = fitting.batch_gradient_agreement(sur, lambda x: x, iter(batches), max_batches=2)
+    want = fitting.gradient_agreement(sur, logits[:2], labels[:2])
+    assert want["num_pixels"] > 10 and 0.0 < want["fp_agreement"] < 1.0, want  # not all alike
+    assert got == pytest.approx(want)
+    void = [{"image": logits[2:], "label": labels[2:]}]  # no valid pixel
+    none = fitting.batch_gradient_agreement(sur, lambda x: x, void)
+    assert none["num_pixels"] == 0 and np.isnan(none["fn_agreement"])

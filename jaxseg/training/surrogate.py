@@ -22,7 +22,8 @@ Public API (array / iterator based, no dependency on the trainer):
 * :func:`fit_surrogate` — MSE fit with optax (Adam), held-out split, returns a
   :class:`jaxseg.losses.neuroiou.Surrogate` whose ``metrics`` hold the held-out error.
 * :func:`gradient_agreement` — whether the fitted surrogate's gradient moves mispredicted pixels
-  the right way (an accurate value does not guarantee it; check before fine-tuning).
+  the right way (an accurate value does not guarantee it; check before fine-tuning);
+  :func:`batch_gradient_agreement` the same over batches of a logits function.
 * :func:`save_surrogate` / :func:`load_surrogate` (re-exported from the loss module).
 
 Command line (fits a surrogate from a trained cross-entropy checkpoint)::
@@ -48,6 +49,7 @@ from jaxseg.losses.neuroiou import (
     NeuroIoUSurrogate,
     Surrogate,
     load_surrogate,
+    neuroiou_loss,
     neuroiou_statistics,
     save_surrogate,
 )
@@ -59,6 +61,7 @@ __all__ = [
     "fit_surrogate",
     "fit_from_checkpoint",
     "gradient_agreement",
+    "batch_gradient_agreement",
     "save_surrogate",
     "load_surrogate",
 ]
@@ -337,8 +340,6 @@ def gradient_agreement(
     lowers the wrongly predicted class's logit (``fp_agreement``, "decreases ... false positive
     pixels"), and ``num_pixels``. 1.0 is ideal, 0.5 is chance. Check it before fine-tuning.
     """
-    from jaxseg.losses.neuroiou import neuroiou_loss  # pylint: disable=import-outside-toplevel
-
     logits = jnp.asarray(logits, jnp.float32)
     labels = jnp.asarray(labels).astype(jnp.int32)
     grads = jax.jit(
@@ -359,6 +360,41 @@ def gradient_agreement(
         "fp_agreement": float((g_pred[wrong] > 0).mean()),
         "num_pixels": float(n),
     }
+
+
+def batch_gradient_agreement(
+    surrogate: Surrogate,
+    logits_fn: Callable[[Any], jax.Array],
+    batches: Iterable[dict[str, Any]],
+    *,
+    max_batches: int | None = 4,
+    ignore_index: int = 255,
+) -> dict[str, float]:
+    """:func:`gradient_agreement` over ``batches``, weighted by each batch's mispredicted pixels.
+
+    ``logits_fn`` and ``batches`` as in :func:`generate_pairs` (logits resized to the labels,
+    padding examples, ``example_mask`` False, left out); stops after ``max_batches`` batches
+    (None: exhausts the iterator). Returns ``fn_agreement``, ``fp_agreement`` (NaN when no pixel
+    is mispredicted) and ``num_pixels``.
+    """
+    totals = {"fn_agreement": 0.0, "fp_agreement": 0.0, "num_pixels": 0.0}
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        labels = np.asarray(batch["label"])
+        if "example_mask" in batch:
+            keep = np.asarray(batch["example_mask"])[:, None, None]
+            labels = np.where(keep, labels, ignore_index)
+        logits = _resize_to_labels(logits_fn(batch["image"]), labels.shape)
+        a = gradient_agreement(surrogate, logits, labels, ignore_index=ignore_index)
+        if a["num_pixels"]:
+            for key in ("fn_agreement", "fp_agreement"):
+                totals[key] += a[key] * a["num_pixels"]
+            totals["num_pixels"] += a["num_pixels"]
+    n = totals["num_pixels"]
+    for key in ("fn_agreement", "fp_agreement"):
+        totals[key] = totals[key] / n if n else float("nan")
+    return totals
 
 
 # ----------------------------------------------------------------------------------------------
