@@ -26,15 +26,15 @@ Public API (array / iterator based, no dependency on the trainer):
   :func:`batch_gradient_agreement` the same over batches of a logits function.
 * :func:`save_surrogate` / :func:`load_surrogate` (re-exported from the loss module).
 
-Command line (fits a surrogate from a trained cross-entropy checkpoint)::
+The program ``fit_surrogate.py`` (next to ``train.py``) runs them on a trained cross-entropy
+run's checkpoint and writes the surrogate file::
 
-    python -m jaxseg.training.surrogate --config configs/<ce_config>.py \\
+    python fit_surrogate.py --config configs/<ce_config>.py \\
         --checkpoint_dir <workdir of the CE run> --output <surrogate.msgpack>
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -59,7 +59,6 @@ __all__ = [
     "generate_pairs",
     "fit_mlp",
     "fit_surrogate",
-    "fit_from_checkpoint",
     "gradient_agreement",
     "batch_gradient_agreement",
     "save_surrogate",
@@ -395,183 +394,3 @@ def batch_gradient_agreement(
     for key in ("fn_agreement", "fp_agreement"):
         totals[key] = totals[key] / n if n else float("nan")
     return totals
-
-
-# ----------------------------------------------------------------------------------------------
-# From a trained cross-entropy run to a saved surrogate (the paper's recipe, Sec. 3.1)
-
-
-def fit_from_checkpoint(
-    config: Any,
-    checkpoint_dir: str,
-    output: str,
-    *,
-    step: int | None = None,
-    split: str | None = None,
-    max_batches: int = 200,
-    kind: str = "prob",
-    num_inputs: int = 6,
-    num_perturbations: int = 4,
-    seed: int = 0,
-    perturbation: dict[str, Any] | None = None,
-    **fit_kwargs: Any,
-) -> Surrogate:
-    """Fit and save a surrogate from a trained run of ``train.py``.
-
-    Restores the checkpoint (default: latest) of the run in ``checkpoint_dir`` that was trained with
-    ``config``, runs the model (``train=False``) over whole images of ``split`` (default: the
-    config's training split, read with the evaluation pipeline: no crops, padding masked), makes
-    the (features, IoU loss) pairs of :func:`generate_pairs` and fits them with
-    :func:`fit_surrogate` (``fit_kwargs``: ``hidden``, ``activation``, ``steps``, ...);
-    ``perturbation`` holds ranges for :func:`perturb_logits`. Writes the
-    surrogate to ``output`` and returns it (its ``metrics`` hold the held-out error).
-    Single-process only.
-    """
-    import ml_collections  # pylint: disable=import-outside-toplevel
-
-    from jaxseg import data as data_lib  # pylint: disable=import-outside-toplevel
-    from jaxseg.training import loop  # pylint: disable=import-outside-toplevel
-
-    if jax.process_count() != 1:
-        raise RuntimeError("fit_from_checkpoint runs in a single process")
-    config = ml_collections.ConfigDict(config.to_dict() if hasattr(config, "to_dict") else config)
-    run = loop.Run(config, checkpoint_dir)
-    try:
-        latest = run.checkpointer.latest_step() if step is None else step
-        if latest is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {run.checkpointer.directory}: train the cross-entropy model first"
-            )
-        state = run.checkpointer.restore(run.initial_state(), latest)
-    finally:
-        run.checkpointer.close()
-    variables = state.variables
-    model = run.model
-
-    @jax.jit
-    def logits_fn(images):
-        return model.apply(variables, images, train=False)
-
-    data_config = ml_collections.ConfigDict(config.data.to_dict())
-    data_config.eval_split = split or config.data.train_split
-    batches = data_lib.create_eval_iterator(
-        data_config, global_batch_size=run.eval_batch_size, process_index=0, process_count=1
-    )
-    if run.label_fn is not None:
-        batches = ({**b, "label": run.label_fn(b["label"])} for b in batches)
-    features, targets = generate_pairs(
-        logits_fn,
-        batches,
-        kind=kind,
-        num_inputs=num_inputs,
-        num_perturbations=num_perturbations,
-        max_batches=max_batches,
-        seed=seed,
-        ignore_index=run.ignore_index,
-        **dict(perturbation or {}),
-    )
-    surrogate = fit_surrogate(features, targets, kind=kind, seed=seed, **fit_kwargs)
-    # gradient direction on a few batches of the model's own predictions
-    agreement = {"fn_agreement": 0.0, "fp_agreement": 0.0, "num_pixels": 0.0}
-    check = data_lib.create_eval_iterator(
-        data_config, global_batch_size=run.eval_batch_size, process_index=0, process_count=1
-    )
-    for i, batch in enumerate(check):
-        if i >= 4:
-            break
-        labels = batch["label"] if run.label_fn is None else run.label_fn(batch["label"])
-        labels = np.where(np.asarray(batch["example_mask"])[:, None, None], labels, run.ignore_index)
-        logits = _resize_to_labels(logits_fn(batch["image"]), labels.shape)
-        a = gradient_agreement(surrogate, logits, labels, ignore_index=run.ignore_index)
-        for key in ("fn_agreement", "fp_agreement"):
-            if a["num_pixels"]:
-                agreement[key] += a[key] * a["num_pixels"]
-        agreement["num_pixels"] += a["num_pixels"]
-    if agreement["num_pixels"]:
-        for key in ("fn_agreement", "fp_agreement"):
-            agreement[key] /= agreement["num_pixels"]
-    surrogate = dataclasses.replace(
-        surrogate,
-        metrics={
-            **surrogate.metrics,
-            "checkpoint_step": float(latest),
-            "num_pairs": float(len(targets)),
-            "grad_fn_agreement": agreement["fn_agreement"],
-            "grad_fp_agreement": agreement["fp_agreement"],
-        },
-    )
-    save_surrogate(output, surrogate)
-    return surrogate
-
-
-def main(argv: Sequence[str]) -> None:  # pragma: no cover - exercised through fit_from_checkpoint
-    from absl import app  # pylint: disable=import-outside-toplevel
-
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    flags_ = _FLAGS
-    surrogate = fit_from_checkpoint(
-        flags_.config,
-        flags_.checkpoint_dir,
-        flags_.output,
-        step=None if flags_.step < 0 else flags_.step,
-        split=flags_.split or None,
-        max_batches=flags_.max_batches,
-        kind=flags_.kind,
-        num_inputs=flags_.num_inputs,
-        num_perturbations=flags_.num_perturbations,
-        seed=flags_.seed,
-        hidden=tuple(int(h) for h in flags_.hidden),
-        activation=flags_.activation,
-        steps=flags_.steps,
-        batch_size=flags_.batch_size,
-        learning_rate=flags_.learning_rate,
-        val_fraction=flags_.val_fraction,
-    )
-    m = surrogate.metrics
-    print(
-        f"NeuroIoU surrogate ({surrogate.kind}, {surrogate.num_inputs} inputs) fitted on "
-        f"{int(m['num_pairs'])} pairs from step {int(m['checkpoint_step'])}: train MSE "
-        f"{m['train_mse']:.5f}, held-out MSE {m.get('val_mse', float('nan')):.5f} (MAE "
-        f"{m.get('val_mae', float('nan')):.4f}; predicting the mean: "
-        f"{m.get('val_baseline_mse', float('nan')):.5f}). Gradient direction on mispredicted "
-        f"pixels (1 = all right, 0.5 = chance): false negatives {m['grad_fn_agreement']:.2f}, "
-        f"false positives {m['grad_fp_agreement']:.2f}. Saved to {flags_.output}",
-        flush=True,
-    )
-
-
-_FLAGS = None
-
-if __name__ == "__main__":  # pragma: no cover
-    import os
-
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    config_flags.DEFINE_config_file("config", None, "The cross-entropy run's config file.")
-    flags.DEFINE_string("checkpoint_dir", None, "Workdir of the trained cross-entropy run.")
-    flags.DEFINE_string("output", None, "Where to write the surrogate (.msgpack).")
-    flags.DEFINE_integer("step", -1, "Checkpoint step (-1: latest).")
-    flags.DEFINE_string("split", "", "Split to run over (default: the config's train split).")
-    flags.DEFINE_integer("max_batches", 200, "Evaluation batches to use.")
-    flags.DEFINE_enum("kind", "prob", ["prob", "hinge"], "Feature kind.")
-    flags.DEFINE_integer("num_inputs", 6, "3 or 6 features.")
-    flags.DEFINE_integer("num_perturbations", 4, "Random perturbations per batch.")
-    flags.DEFINE_integer("seed", 0, "Seed of the perturbations, split and fit.")
-    flags.DEFINE_list("hidden", ["100", "100", "100", "100"], "Hidden layer widths.")
-    flags.DEFINE_string("activation", "softplus", "Smooth activation of the MLP.")
-    flags.DEFINE_integer("steps", 5000, "Adam steps.")
-    flags.DEFINE_integer("batch_size", 256, "Pairs per Adam step.")
-    flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine decay).")
-    flags.DEFINE_float("val_fraction", 0.1, "Held-out fraction of the pairs.")
-    flags.mark_flags_as_required(["config", "checkpoint_dir", "output"])
-    _FLAGS = flags.FLAGS
-    try:
-        import tensorflow as tf
-
-        tf.config.set_visible_devices([], "GPU")
-    except Exception:  # TF without GPU support
-        pass
-    app.run(main)

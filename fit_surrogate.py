@@ -1,0 +1,158 @@
+"""jaxseg's NeuroIoU surrogate fitting program (Nagendar et al., BMVC 2018, Sec. 3.1).
+
+    python fit_surrogate.py --config configs/<ce config>.py --checkpoint_dir <workdir> \\
+        --output <surrogate.msgpack> [--kind hinge] [--config.<field>=<value> ...]
+
+``--config`` and ``--checkpoint_dir`` are the ``--config`` and ``--workdir`` the cross-entropy
+run was trained with (``python train.py --config ... --workdir ...``). The program restores the
+run's latest checkpoint (``--step`` for another), runs the model over whole images of the
+config's training split (``--split`` for another), makes (features, true IoU loss) pairs of the
+clean and randomly perturbed logits (:mod:`jaxseg.training.surrogate`), fits the MLP, prints the
+held-out error and how often the surrogate's gradient moves mispredicted pixels the right way,
+and writes the surrogate for ``--config.loss.kwargs.surrogate_path`` of a NeuroIoU fine-tuning
+run (``configs/voc_neuroiou.py``). Single process. A bad flag or config field stops the program
+with one ``ERROR:`` line, as in ``train.py``.
+"""
+
+import dataclasses
+import functools
+import os
+import sys
+
+# Quiet TensorFlow's C++ start-up logs (the input pipelines import TF), as train.py does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import jax  # noqa: E402
+
+from jaxseg.losses.neuroiou import ACTIVATIONS  # noqa: E402
+from jaxseg.training import checkpoint  # noqa: E402
+from jaxseg.training import loop  # noqa: E402
+from jaxseg.training import surrogate as surrogate_lib  # noqa: E402
+from jaxseg.training.initialization import ConfigError  # noqa: E402
+# train.py's --config flag (with its --config.<field> overrides) and its one-line errors for bad
+# flags. Importing it defines train.py's flags: the other ones are not this program's.
+import train  # noqa: E402  pylint: disable=wrong-import-order
+
+FLAGS = flags.FLAGS
+
+for _flag in FLAGS.get_flags_for_module(train):
+  if _flag.name != "config":
+    delattr(FLAGS, _flag.name)
+
+flags.DEFINE_string("checkpoint_dir", None,
+                    "Workdir of the trained cross-entropy run (train.py's --workdir).")
+flags.DEFINE_string("output", None, "Where to write the surrogate (.msgpack).")
+flags.DEFINE_integer("step", -1, "Checkpoint step to restore (-1: the latest).", lower_bound=-1)
+flags.DEFINE_string("split", "", "Split to run the model over (default: config.data.train_split).")
+flags.DEFINE_integer("max_batches", 200, "Batches (config.eval_batch_size images) to use.",
+                     lower_bound=1)
+flags.DEFINE_enum("kind", "prob", ["prob", "hinge"],
+                  "Features: soft sums of probabilities or of one-vs-rest hinge losses.")
+flags.DEFINE_enum("num_inputs", "6", ["3", "6"], "Features per (image, class) pair.")
+flags.DEFINE_integer("num_perturbations", 4, "Random logit perturbations of each batch.",
+                     lower_bound=0)
+flags.DEFINE_integer("seed", 0, "Seed of the perturbations, the held-out split and the fit.")
+flags.DEFINE_list("hidden", ["100", "100", "100", "100"], "Hidden layer widths of the MLP.")
+flags.DEFINE_enum("activation", "softplus", sorted(ACTIVATIONS), "Activation of the MLP.")
+flags.DEFINE_integer("steps", 5000, "Adam steps of the fit.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Pairs per Adam step (not config.batch_size).",
+                     lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate of the fit (cosine decay).",
+                   lower_bound=0.0)
+flags.DEFINE_float("val_fraction", 0.1, "Held-out fraction of the pairs, in [0, 1).",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.register_validator("hidden", lambda widths: all(w.isdigit() and int(w) > 0 for w in widths),
+                         "--hidden takes positive integers separated by commas, e.g. 100,100")
+flags.mark_flags_as_required(["checkpoint_dir", "output"])
+
+# Batches of the model's own predictions on which the fitted surrogate's gradient is checked.
+_AGREEMENT_BATCHES = 4
+
+
+def fit_from_checkpoint(config, checkpoint_dir: str, output: str, *, step, split, max_batches,
+                        kind, num_inputs, num_perturbations, seed, hidden, activation, steps,
+                        batch_size, learning_rate, val_fraction) -> surrogate_lib.Surrogate:
+  """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
+
+  ``config`` and ``checkpoint_dir`` are the run's config and workdir; ``step`` None restores the
+  latest checkpoint; ``split`` None uses ``config.data.train_split``. The images are read with
+  the evaluation pipeline (whole images, padding masked). The rest are the keyword arguments of
+  :func:`jaxseg.training.surrogate.generate_pairs` and ``fit_surrogate``. The surrogate's
+  ``metrics`` add ``checkpoint_step``, ``num_pairs``, ``grad_fn_agreement`` and
+  ``grad_fp_agreement`` to the fit's.
+  """
+  if not os.path.isdir(checkpoint_dir):  # (Run makes its workdir: check first)
+    raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir} is not a directory: train the "
+                            "cross-entropy model with train.py --workdir there first.")
+  config = config.copy_and_resolve_references()
+  config.data.eval_split = split or config.data.train_split
+  run = loop.Run(config, checkpoint_dir)
+  if jax.process_count() != 1:
+    raise ConfigError("fit_surrogate.py runs in a single process: leave config.distributed off.")
+  try:
+    step = run.checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {run.checkpointer.directory}: train the "
+                              "cross-entropy model first.")
+    variables = run.checkpointer.restore(run.initial_state(), step).variables
+  finally:
+    run.checkpointer.close()
+  apply = jax.jit(functools.partial(run.model.apply, train=False))
+
+  def logits_fn(images):
+    return apply(variables, images)
+
+  features, targets = surrogate_lib.generate_pairs(
+      logits_fn, run.eval_iterator(), kind=kind, num_inputs=num_inputs,
+      num_perturbations=num_perturbations, max_batches=max_batches, seed=seed,
+      ignore_index=run.ignore_index)
+  surrogate = surrogate_lib.fit_surrogate(
+      features, targets, kind=kind, hidden=hidden, activation=activation, steps=steps,
+      batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed)
+  agreement = surrogate_lib.batch_gradient_agreement(
+      surrogate, logits_fn, run.eval_iterator(), max_batches=_AGREEMENT_BATCHES,
+      ignore_index=run.ignore_index)
+  surrogate = dataclasses.replace(surrogate, metrics={
+      **surrogate.metrics,
+      "checkpoint_step": float(step),
+      "num_pairs": float(len(targets)),
+      "grad_fn_agreement": agreement["fn_agreement"],
+      "grad_fp_agreement": agreement["fp_agreement"],
+  })
+  surrogate_lib.save_surrogate(output, surrogate)
+  return surrogate
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs the restore at INFO; -v 0 shows it
+  try:
+    surrogate = fit_from_checkpoint(
+        FLAGS.config, FLAGS.checkpoint_dir, FLAGS.output,
+        step=None if FLAGS.step < 0 else FLAGS.step, split=FLAGS.split or None,
+        max_batches=FLAGS.max_batches, kind=FLAGS.kind, num_inputs=int(FLAGS.num_inputs),
+        num_perturbations=FLAGS.num_perturbations, seed=FLAGS.seed,
+        hidden=tuple(int(h) for h in FLAGS.hidden), activation=FLAGS.activation,
+        steps=FLAGS.steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        val_fraction=FLAGS.val_fraction)
+  except (ConfigError, checkpoint.IncompatibleCheckpointError, FileNotFoundError) as e:
+    print(f"\nERROR: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  m = surrogate.metrics
+  nan = float("nan")
+  print(f"NeuroIoU surrogate ({surrogate.kind}, {surrogate.num_inputs} inputs) fitted on "
+        f"{int(m['num_pairs'])} pairs from step {int(m['checkpoint_step'])}: train MSE "
+        f"{m['train_mse']:.5f}, held-out MSE {m.get('val_mse', nan):.5f} (MAE "
+        f"{m.get('val_mae', nan):.4f}; predicting the mean: {m.get('val_baseline_mse', nan):.5f})."
+        f" Gradient direction on mispredicted pixels (1 = all right, 0.5 = chance): false "
+        f"negatives {m['grad_fn_agreement']:.2f}, false positives {m['grad_fp_agreement']:.2f}. "
+        f"Saved to {FLAGS.output}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=train._parse_flags)  # pylint: disable=protected-access
