@@ -9,7 +9,7 @@ The paper's recipe, in three runs:
 2. Fit the surrogate on (features, true IoU loss) pairs of that model over the training images,
    with logit perturbations so that the pairs cover the IoU range (held-out MSE is printed)::
 
-       python -m jaxseg.training.surrogate --config configs/<voc cross-entropy config>.py \\
+       python fit_surrogate.py --config configs/<voc cross-entropy config>.py \\
            --checkpoint_dir runs/voc_ce --output runs/voc_ce/neuroiou_prob6.msgpack
            [--kind hinge --output runs/voc_ce/neuroiou_hinge6.msgpack]   # NeuroIoU-Hinge
 
