@@ -19,29 +19,21 @@ import functools
 import os
 import sys
 
-# Quiet TensorFlow's C++ start-up logs (the input pipelines import TF), as train.py does.
+# Quiet TensorFlow's C++ start-up logs (the input pipelines run on TensorFlow), as train.py does.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 import jax  # noqa: E402
 
 from jaxseg.losses.neuroiou import ACTIVATIONS  # noqa: E402
-from jaxseg.training import checkpoint  # noqa: E402
-from jaxseg.training import loop  # noqa: E402
-from jaxseg.training import surrogate as surrogate_lib  # noqa: E402
-from jaxseg.training.initialization import ConfigError  # noqa: E402
-# train.py's --config flag (with its --config.<field> overrides) and its one-line errors for bad
-# flags. Importing it defines train.py's flags: the other ones are not this program's.
-import train  # noqa: E402  pylint: disable=wrong-import-order
+from jaxseg.training import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-for _flag in FLAGS.get_flags_for_module(train):
-  if _flag.name != "config":
-    delattr(FLAGS, _flag.name)
-
+cli.define_config_flag(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
+    "Config of the trained cross-entropy run (a Python file with get_config()).")
 flags.DEFINE_string("checkpoint_dir", None,
                     "Workdir of the trained cross-entropy run (train.py's --workdir).")
 flags.DEFINE_string("output", None, "Where to write the surrogate (.msgpack).")
@@ -74,7 +66,7 @@ _AGREEMENT_BATCHES = 4
 
 def fit_from_checkpoint(config, checkpoint_dir: str, output: str, *, step, split, max_batches,
                         kind, num_inputs, num_perturbations, seed, hidden, activation, steps,
-                        batch_size, learning_rate, val_fraction) -> surrogate_lib.Surrogate:
+                        batch_size, learning_rate, val_fraction):
   """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
 
   ``config`` and ``checkpoint_dir`` are the run's config and workdir; ``step`` None restores the
@@ -84,6 +76,10 @@ def fit_from_checkpoint(config, checkpoint_dir: str, output: str, *, step, split
   ``metrics`` add ``checkpoint_step``, ``num_pairs``, ``grad_fn_agreement`` and
   ``grad_fp_agreement`` to the fit's.
   """
+  # The trainer (JAX, TensorFlow for the input pipelines) is imported once the flags are good.
+  from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
+  from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint_dir):  # (Run makes its workdir: check first)
     raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir} is not a directory: train the "
                             "cross-entropy model with train.py --workdir there first.")
@@ -127,10 +123,9 @@ def fit_from_checkpoint(config, checkpoint_dir: str, output: str, *, step, split
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs the restore at INFO; -v 0 shows it
+  cli.start(argv)
+  from jaxseg.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     surrogate = fit_from_checkpoint(
         FLAGS.config, FLAGS.checkpoint_dir, FLAGS.output,
@@ -141,8 +136,8 @@ def main(argv):
         steps=FLAGS.steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         val_fraction=FLAGS.val_fraction)
   except (ConfigError, checkpoint.IncompatibleCheckpointError, FileNotFoundError) as e:
-    print(f"\nERROR: {e}", file=sys.stderr, flush=True)
-    sys.exit(1)
+    print(file=sys.stderr)
+    cli.exit_with_error(e)
   m = surrogate.metrics
   nan = float("nan")
   print(f"NeuroIoU surrogate ({surrogate.kind}, {surrogate.num_inputs} inputs) fitted on "
@@ -155,4 +150,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=train._parse_flags)  # pylint: disable=protected-access
+  app.run(main, flags_parser=cli.parse_flags)

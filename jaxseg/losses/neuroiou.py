@@ -26,7 +26,7 @@ undefined IoU (0/0) and are left out; the loss is the mean of the surrogate over
 
 The surrogate is a Flax MLP, 4 hidden layers of 100 units by default (Sec. 4.1), with a smooth
 activation (the paper does not name one; softplus by default). It is fitted by mean squared error
-(Eq. 3) with :mod:`jaxseg.training.surrogate` and stored with :func:`save_surrogate`.
+(Eq. 3) with ``fit_surrogate.py`` (library: ``jaxseg.training.surrogate``) and stored with :func:`save_surrogate`.
 
 Precision: features, targets, the surrogate's evaluation and the loss are computed in
 ``promote_types(logits.dtype, float32)``: float32 for float16, bfloat16 and float32 logits (also
@@ -354,14 +354,14 @@ def build_neuroiou(
     if surrogate is None:
         if not surrogate_path:
             raise ValueError(
-                "neuroiou: surrogate_path is empty; fit one with `python -m "
-                "jaxseg.training.surrogate --config <CE config> --checkpoint_dir <CE run> "
+                "neuroiou: surrogate_path is empty; fit one with `python fit_surrogate.py "
+                "--config <CE config> --checkpoint_dir <CE run> "
                 "--output <file>` and pass it as loss.kwargs.surrogate_path"
             )
         if not os.path.isfile(surrogate_path):
             raise ValueError(
-                f"neuroiou: no surrogate file at {surrogate_path!r}; fit one with `python -m "
-                "jaxseg.training.surrogate --config <CE config> --checkpoint_dir <CE run> "
+                f"neuroiou: no surrogate file at {surrogate_path!r}; fit one with `python "
+                "fit_surrogate.py --config <CE config> --checkpoint_dir <CE run> "
                 "--output <file>`"
             )
         surrogate = load_surrogate(surrogate_path)
