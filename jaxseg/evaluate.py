@@ -126,8 +126,8 @@ def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh,
   arrays, ``metrics.table()`` for the printed tables). Returns ``metrics.summary()`` (JSON-ready:
   ``miou``, ``pixel_accuracy``, ``majority_class_miou``, ``per_class_iou`` by name, and for
   Cityscapes ``iiou``, ``category_miou``, ``category_iiou``, ...) with ``"loss"``, the mean of the
-  per-batch losses, when the step computes one. ``label_fn`` maps the host labels first (binary
-  tasks). At most ``max_batches`` batches when it is >= 0.
+  per-batch losses (None if not finite), when the step computes one. ``label_fn`` maps the host
+  labels first (binary tasks). At most ``max_batches`` batches when it is >= 0.
   """
   metrics.reset()
   keys = ("image", "label", "example_mask") + (("instance",) if metrics.scores_instances else ())
@@ -144,7 +144,8 @@ def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh,
     metrics.add(out)
   summary = metrics.summary()
   if losses:
-    summary["loss"] = float(np.mean(losses))
+    loss = float(np.mean(losses))
+    summary["loss"] = loss if np.isfinite(loss) else None  # JSON has no NaN
   return summary
 
 

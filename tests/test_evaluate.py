@@ -115,6 +115,8 @@ def test_evaluate_padded_batches_against_numpy():
   fractions = [np.mean(np.where(b["example_mask"][:, None, None], b["label"] != 255, False))
                for b in batches]
   assert loss == pytest.approx(np.mean(fractions), rel=1e-6)
+  step_nan = ev.make_eval_step(mesh, apply_fn, acc, loss_fn=lambda lg, lb: jnp.nan)
+  assert ev.evaluate(step_nan, variables, batches, mesh, acc)["loss"] is None  # JSON: no NaN
 
 
 def oracle_apply_fn(variables, images, train=False):
