@@ -198,7 +198,7 @@ def _nanmean(xp: Any, values: Any, axis: int = -1) -> Any:
 
 def _bincount(index: Any, length: int) -> Any:
     """``jnp.bincount(index, length=length)`` in int32 (``jnp.bincount`` counts in the default
-    integer, int64 under x64); ``index`` is in ``[0, length)``."""
+    integer, int64 under x64); an ``index`` outside ``[0, length)`` is dropped."""
     return jnp.zeros((length,), jnp.int32).at[index].add(1, mode="drop")
 
 
@@ -560,10 +560,11 @@ def _instance_counts_core(predictions: Any, labels: Any, instances: Any, mask: A
     hit = (counted & pred_ok & (predictions == labels)).reshape(index.shape)
     flat_labels = labels.reshape(index.shape)
 
+    # index == bins (not an instance pixel) is out of range: dropped, no update at all
     def per_image(index, hit, label):
-        count = _bincount(index, bins + 1)[:bins]
-        tp = _bincount(jnp.where(hit, index, bins), bins + 1)[:bins]
-        cls = jnp.full((bins + 1,), -1, jnp.int32).at[index].max(label, mode="drop")[:bins]
+        count = _bincount(index, bins)
+        tp = _bincount(jnp.where(hit, index, bins), bins)
+        cls = jnp.full((bins,), -1, jnp.int32).at[index].max(label, mode="drop")
         return count, tp, cls
 
     size, tp, cls = jax.vmap(per_image)(index, hit, flat_labels)
@@ -573,7 +574,7 @@ def _instance_counts_core(predictions: Any, labels: Any, instances: Any, mask: A
         same = table[jnp.where(pred_ok, predictions, 0)] == table[jnp.where(counted, labels, 0)]
         category_hit = (counted & pred_ok & same).reshape(index.shape)
         out["instance_category_tp"] = jax.vmap(
-            lambda i, h: _bincount(jnp.where(h, i, bins), bins + 1)[:bins])(index, category_hit)
+            lambda i, h: _bincount(jnp.where(h, i, bins), bins))(index, category_hit)
     return out
 
 
