@@ -276,11 +276,12 @@ def resize_bilinear(x, size: tuple[int, int]):
 
 
 def check_images(images, name: str):
-    """Raise a clear error unless ``images`` is a floating ``[B, H, W, 3]`` array."""
+    """Raise a clear error unless ``images`` is a floating ``[B, H, W, 3]`` array: a
+    ``ValueError`` for the shape, a ``TypeError`` for the dtype (the project's error contract)."""
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{name}: images must be [B, H, W, 3], got shape {images.shape}")
     if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise ValueError(
+        raise TypeError(
             f"{name}: images must be floating point (normalised), got dtype {images.dtype}"
         )
 
