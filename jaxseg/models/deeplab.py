@@ -31,24 +31,36 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
-from jaxseg.models.resnet import ResNet
+from jaxseg.models.resnet import backbone_of
 
 
-def _backbone(m) -> ResNet:
-    return ResNet(
-        depth=m.depth,
-        stage_sizes=m.stage_sizes,
-        block=m.block,
-        width=m.width,
-        output_stride=m.output_stride,
-        stride_in_1x1=m.stride_in_1x1,
-        multi_grid=m.multi_grid,
-        bn_momentum=m.bn_momentum,
-        bn_epsilon=m.bn_epsilon,
-        frozen_batchnorm=m.frozen_batchnorm,
-        dtype=m.dtype,
-        name="backbone",
-    )
+def aspp(model: nn.Module, x, train: bool, *, rates: Sequence[int], channels: int,
+         dropout_rate: float, names: Sequence[tuple[str, str]]):
+    """Atrous spatial pyramid pooling with image pooling (DeepLab-v3, Chen et al. 2017, Sec. 3.3),
+    created inside ``model``'s compact ``__call__`` (BatchNorm and dtype from its fields).
+
+    Branches, each ``channels`` wide with BatchNorm and ReLU: a 1x1 convolution, a 3x3 convolution
+    per rate in ``rates`` (dilation and padding = rate), and image pooling (global average, 1x1
+    convolution, then broadcast back to the feature size: what a bilinear upsampling of a 1x1 map
+    gives); concatenated and projected by a 1x1 convolution (BatchNorm, ReLU) and dropout.
+    ``names`` holds ``(conv, batchnorm)`` module names for the 1x1 branch, each atrous branch, the
+    pooling branch and the projection (``len(rates) + 3`` pairs).
+    """
+    if len(names) != len(rates) + 3:
+        raise ValueError(f"aspp: names must hold {len(rates) + 3} (conv, bn) pairs, got {len(names)}")
+
+    def conv_bn_relu(y, kernel, pair, dilation=1):
+        return layers.conv_bn_relu(model, y, train, channels, kernel, name=pair[0], bn_name=pair[1],
+                                   dilation=dilation)
+
+    branches = [conv_bn_relu(x, 1, names[0])]
+    for i, rate in enumerate(rates):
+        branches.append(conv_bn_relu(x, 3, names[i + 1], dilation=int(rate)))
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(model.dtype)
+    pooled = conv_bn_relu(pooled, 1, names[-2])
+    branches.append(jnp.broadcast_to(pooled, x.shape[:3] + (channels,)))
+    y = conv_bn_relu(jnp.concatenate(branches, axis=-1), 1, names[-1])
+    return nn.Dropout(dropout_rate, deterministic=not train)(y)
 
 
 class DeepLabV2(nn.Module):
@@ -79,7 +91,7 @@ class DeepLabV2(nn.Module):
     @nn.compact
     def __call__(self, images, *, train: bool):
         layers.check_images(images, "DeepLabV2")
-        feats = _backbone(self)(images, train)["layer4"]
+        feats = backbone_of(self)(images, train)["layer4"]
         logits = 0.0
         for i, rate in enumerate(self.aspp_rates):
             logits = logits + layers.conv(
@@ -135,25 +147,15 @@ class DeepLabV3Plus(nn.Module):
         if rates is None:
             rates = (6, 12, 18) if self.output_stride == 16 else (12, 24, 36)
 
-        def conv_bn_relu(x, features, kernel, name, bn_name, dilation=1):
-            return layers.conv_bn_relu(
-                self, x, train, features, kernel, name=name, bn_name=bn_name, dilation=dilation
-            )
+        def conv_bn_relu(x, features, kernel, name, bn_name):
+            return layers.conv_bn_relu(self, x, train, features, kernel, name=name, bn_name=bn_name)
 
-        feats = _backbone(self)(images, train)
+        feats = backbone_of(self)(images, train)
         high, low = feats["layer4"], feats["layer1"]
-        c = self.aspp_channels
-        branches = [conv_bn_relu(high, c, 1, "aspp_conv_0", "aspp_bn_0")]
-        for i, rate in enumerate(rates):
-            branches.append(
-                conv_bn_relu(high, c, 3, f"aspp_conv_{i + 1}", f"aspp_bn_{i + 1}", dilation=int(rate))
-            )
-        pooled = jnp.mean(high.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
-        pooled = conv_bn_relu(pooled, c, 1, "aspp_pool_conv", "aspp_pool_bn")
-        branches.append(jnp.broadcast_to(pooled, high.shape[:3] + (c,)))
-        x = jnp.concatenate(branches, axis=-1)
-        x = conv_bn_relu(x, c, 1, "aspp_project", "aspp_project_bn")
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        names = [(f"aspp_conv_{i}", f"aspp_bn_{i}") for i in range(len(rates) + 1)]
+        names += [("aspp_pool_conv", "aspp_pool_bn"), ("aspp_project", "aspp_project_bn")]
+        x = aspp(self, high, train, rates=rates, channels=self.aspp_channels,
+                 dropout_rate=self.dropout_rate, names=names)
 
         low = conv_bn_relu(low, self.low_level_channels, 1, "decoder_reduce", "decoder_reduce_bn")
         x = layers.resize_bilinear(x, low.shape[1:3])

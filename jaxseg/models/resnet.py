@@ -19,8 +19,11 @@ Output stride (``output_stride`` 32, 16 or 8): the strides of the last one or tw
 replaced by dilation, DeepLab style: every block of a dilated stage uses the stage's dilation
 (2 for stride 16 in ``layer4``; 2 in ``layer3`` and 4 in ``layer4`` for stride 8), unlike
 torchvision's ``replace_stride_with_dilation`` which keeps the previous dilation in the stage's
-first block. ``multi_grid`` (DeepLab-v3, Sec. 3.2) multiplies the dilation of the blocks of
-``layer4`` by ``multi_grid[j]``.
+first block. With ``torchvision_dilation=True`` the first block of a dilated stage keeps the
+previous stage's dilation, as torchvision's ``replace_stride_with_dilation`` does (stride 8:
+``layer3`` dilations 1, 2, 2, ...; ``layer4`` 2, 4, 4): the backbone of torchvision's segmentation
+networks (:mod:`jaxseg.models.torchvision_seg`). ``multi_grid`` (DeepLab-v3, Sec. 3.2) multiplies
+the dilation of the blocks of ``layer4`` by ``multi_grid[j]``.
 
 A stride-``s`` feature map of an ``H x W`` image is ``ceil(H/s) x ceil(W/s)`` (every strided layer
 maps ``n`` to ``ceil(n / 2)``).
@@ -114,6 +117,8 @@ class ResNet(nn.Module):
       output_stride: 8, 16 or 32.
       stride_in_1x1: Caffe placement of the stride in bottleneck blocks.
       multi_grid: per-block dilation multipliers of ``layer4`` (cycled), or None.
+      torchvision_dilation: the first block of a dilated stage keeps the previous stage's
+        dilation (torchvision's ``replace_stride_with_dilation``) instead of the stage's own.
       bn_momentum, bn_epsilon, frozen_batchnorm: see :func:`jaxseg.models.layers.batch_norm`.
       dtype: compute dtype.
 
@@ -128,6 +133,7 @@ class ResNet(nn.Module):
     output_stride: int = 32
     stride_in_1x1: bool = False
     multi_grid: Sequence[int] | None = None
+    torchvision_dilation: bool = False
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     frozen_batchnorm: bool = False
@@ -169,6 +175,8 @@ class ResNet(nn.Module):
             for j in range(n):
                 stride = strides[i] if j == 0 else 1
                 dil = dilations[i]
+                if j == 0 and self.torchvision_dilation:
+                    dil = dilations[i - 1] if i else 1
                 if i == 3 and self.multi_grid:
                     dil = dil * int(self.multi_grid[j % len(self.multi_grid)])
                 kwargs = dict(stride_in_1x1=self.stride_in_1x1) if cls is Bottleneck else {}
@@ -195,3 +203,17 @@ class ResNet(nn.Module):
     def low_level_channels(self) -> int:
         kind, _ = self._layout()
         return layers.scaled(64, self.width) * (4 if kind == "bottleneck" else 1)
+
+
+# The fields of a segmentation model that configure its ResNet backbone (those it has).
+BACKBONE_FIELDS = ("depth", "stage_sizes", "block", "width", "output_stride", "stride_in_1x1",
+                   "multi_grid", "bn_momentum", "bn_epsilon", "frozen_batchnorm", "dtype")
+
+
+def backbone_of(model: nn.Module, **overrides) -> ResNet:
+    """The :class:`ResNet` named ``backbone`` configured by those of ``model``'s fields that it
+    has (:data:`BACKBONE_FIELDS`), then ``overrides``; for use inside ``model``'s compact
+    ``__call__``."""
+    kwargs = {f: getattr(model, f) for f in BACKBONE_FIELDS if hasattr(model, f)}
+    kwargs.update(overrides)
+    return ResNet(**kwargs, name="backbone")
