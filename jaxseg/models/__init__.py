@@ -5,7 +5,8 @@ the names and options); ``module.apply(variables, images, train=...)`` maps floa
 ``[B, H, W, 3]`` to float32 logits ``[B, H, W, num_classes]`` (or ``[B, ceil(H/s), ceil(W/s), C]``
 with ``logits_stride=True``, ``s = module.feature_stride``; compare them with
 :func:`downsample_labels`). Weights in PyTorch format (torchvision key names, or Caffe ResNet
-names) load with :func:`load_state_dict` and :func:`import_torch_state_dict`.
+names) load with :func:`load_state_dict` and :func:`import_torch_state_dict` (whole torchvision
+segmentation networks too); :func:`export_torch_state_dict` writes variables back in that format.
 :func:`init_variables` initialises a model under jit with cheap-to-compile RngBitGenerator keys.
 """
 
@@ -17,8 +18,10 @@ from jaxseg.models.fcn import FCN8s
 from jaxseg.models.registry import available, create, init_variables, options, register_model
 from jaxseg.models.resnet import ResNet
 from jaxseg.models.segnet import SegNet
+from jaxseg.models.torchvision_seg import DeepLabV3, FCNResNet
 from jaxseg.models.unet import UNet
-from jaxseg.models.torch_import import caffe_resnet_key_map, import_torch_state_dict, load_state_dict
+from jaxseg.models.torch_import import (caffe_resnet_key_map, export_torch_state_dict,
+                                        import_torch_state_dict, load_state_dict)
 
 
 def downsample_labels(labels, stride: int):
@@ -43,11 +46,14 @@ __all__ = [
     "downsample_labels",
     "load_state_dict",
     "import_torch_state_dict",
+    "export_torch_state_dict",
     "caffe_resnet_key_map",
     "DeepLabV2",
+    "DeepLabV3",
     "DeepLabV3Plus",
     "ENet",
     "FCN8s",
+    "FCNResNet",
     "ResNet",
     "SegNet",
     "UNet",

@@ -23,7 +23,11 @@ Options (each model accepts those listed in :func:`options`):
 ``stride_in_1x1``      ResNet bottleneck stride in the 1x1 (Caffe) instead of the 3x3 conv
 ``multi_grid``         DeepLab-v3 multi-grid dilation multipliers for ResNet ``layer4``
 ``aspp_rates``         ASPP dilation rates
-``dropout_rate``       dropout probability (DeepLab-v3+ after ASPP, FCN fc6/fc7, ENet stages 2-5)
+``dropout_rate``       dropout probability (DeepLab-v3+ after ASPP, FCN fc6/fc7, ENet stages 2-5,
+                       torchvision DeepLab-v3 after ASPP (0.5) and FCN heads (0.1))
+``aux_head``           torchvision models: the auxiliary FCN head on ``layer3``; the model then
+                       returns ``{"out", "aux"}`` logits when ``train=True``
+``aspp_channels``      ASPP width (DeepLab-v3 and v3+, 256)
 =====================  =======================================================================
 
 BatchNorm and multiple devices: no ``axis_name`` is used; under ``jax.jit`` with the batch sharded
@@ -31,10 +35,14 @@ over a mesh the statistics are those of the global batch (see :mod:`jaxseg.model
 
 Registered names (``available()``): full models ``deeplabv2_resnet101``, ``deeplabv2_resnet50``,
 ``deeplabv3plus_resnet50``, ``deeplabv3plus_resnet101``, ``deeplabv3plus_resnet18``,
-``fcn8s_vgg16``, ``unet``, ``segnet``, ``enet``; reduced variants for CPU tests and the default job:
-``unet_small`` (base width 8, 3 levels), ``deeplabv3plus_resnet18_small`` (ResNet-18 at width 1/4,
-64-channel heads), ``deeplabv2_resnet18_small``, ``fcn8s_vgg16_small`` (width 1/8, 256-channel
-fc layers), ``segnet_small`` (width 1/8), ``enet_small`` (width 1/2).
+``fcn8s_vgg16``, ``unet``, ``segnet``, ``enet``; torchvision's segmentation networks, whose
+pretrained state dicts import whole (:mod:`jaxseg.models.torchvision_seg`): ``deeplabv3_resnet50``,
+``deeplabv3_resnet101``, ``fcn_resnet50``, ``fcn_resnet101``; reduced variants for CPU tests
+and the default job: ``unet_small`` (base width 8, 3 levels), ``deeplabv3plus_resnet18_small``
+(ResNet-18 at width 1/4, 64-channel heads), ``deeplabv3_resnet18_small`` (torchvision's
+DeepLab-v3 on a ResNet-18 at width 1/4, 64-channel ASPP), ``deeplabv2_resnet18_small``,
+``fcn8s_vgg16_small`` (width 1/8, 256-channel fc layers), ``segnet_small`` (width 1/8),
+``enet_small`` (width 1/2).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from jaxseg.models.deeplab import DeepLabV2, DeepLabV3Plus
 from jaxseg.models.enet import ENet
 from jaxseg.models.fcn import FCN8s
 from jaxseg.models.segnet import SegNet
+from jaxseg.models.torchvision_seg import DeepLabV3, FCNResNet
 from jaxseg.models.unet import UNet
 
 
@@ -167,6 +176,14 @@ def _register_all(register: Callable[..., None]) -> None:
              "DeepLab-v3+ on a ResNet-18 at width 1/4 with 64-channel ASPP/decoder (CPU tests)",
              stage_sizes=(2, 2, 2, 2), block="basic", width=0.25, aspp_channels=64,
              decoder_channels=64, low_level_channels=16)
+    register("deeplabv3_resnet50", DeepLabV3, "torchvision DeepLab-v3, ResNet-50, OS 8", depth=50)
+    register("deeplabv3_resnet101", DeepLabV3, "torchvision DeepLab-v3, ResNet-101, OS 8",
+             depth=101)
+    register("deeplabv3_resnet18_small", DeepLabV3,
+             "torchvision DeepLab-v3 on a ResNet-18 at width 1/4, 64-channel ASPP (CPU tests)",
+             stage_sizes=(2, 2, 2, 2), block="basic", width=0.25, aspp_channels=64)
+    register("fcn_resnet50", FCNResNet, "torchvision FCN, ResNet-50, OS 8", depth=50)
+    register("fcn_resnet101", FCNResNet, "torchvision FCN, ResNet-101, OS 8", depth=101)
     register("fcn8s_vgg16", FCN8s, "FCN-8s, VGG-16")
     register("fcn8s_vgg16_small", FCN8s, "FCN-8s, VGG-16 at width 1/8, 256-channel fc (CPU tests)",
              width=0.125, fc_channels=256)

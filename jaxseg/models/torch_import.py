@@ -38,10 +38,30 @@ path is looked up under ``target`` (``"backbone"`` for the DeepLab models, the t
 ``num_batches_tracked``     ignored
 ==========================  ===================================================================
 
-Keys of modules that the model does not have (torchvision's ``fc.*``, VGG's ``classifier.6.*``)
-are reported as unused; with ``strict=True`` (default) any unused key other than these, any
-shape mismatch, or any parameter/statistic under ``target`` that received no value raises a
-``ValueError`` naming the keys.
+Keys of modules that the model does not have (torchvision's ``fc.*``, VGG's ``classifier.6.*``,
+the ``aux_classifier.*`` of a segmentation network imported into a model without ``aux_head``)
+are reported as unused (in the report, and in one printed line); with ``strict=True`` (default)
+any unused key other than these, any shape mismatch, or any parameter/statistic under ``target``
+that received no value raises a ``ValueError`` naming the keys.
+
+torchvision segmentation networks
+---------------------------------
+A state dict of torchvision's ``deeplabv3_resnet50/101`` or ``fcn_resnet50/101`` (keys
+``backbone.*``, ``classifier.*``, ``aux_classifier.*``) imports whole into the models of
+:mod:`jaxseg.models.torchvision_seg`: when its keys start with ``backbone.`` the target is the
+whole model (``classifier.0.convs.1.0.weight`` -> ``params/classifier_0/convs_1_0/kernel``),
+otherwise (an ImageNet ResNet, ``conv1.weight``, ...) the model's ``backbone``. The classifiers
+(``reinit_classifiers``: ``classifier.4`` and ``aux_classifier.4``, the last 1x1 convolutions)
+may predict another number of classes than the model (torchvision's 21 VOC classes, a model
+for Cityscapes' 19): their weight and bias then keep the model's initial values, with a printed
+message, and are listed under ``reinitialised`` in the report. ::
+
+    model = models.create("deeplabv3_resnet101", num_classes=21, aux_head=True)
+    variables = models.init_variables(model, seed=0, image_shape=(1, 64, 64, 3))  # any size
+    variables = models.import_torch_state_dict(variables, "deeplabv3_resnet101_coco-586e9e4e.pth")
+
+:func:`export_torch_state_dict` is the inverse (Flax variables -> torchvision keys and layouts),
+e.g. to load fine-tuned weights back into torchvision's module.
 
 Caffe ResNets (DeepLab-v2)
 --------------------------
@@ -234,6 +254,10 @@ def _leaves(tree, prefix=()):
         yield prefix, tree
 
 
+# The last layers of torchvision's segmentation heads: their class count may differ.
+TORCHVISION_CLASSIFIERS = ("classifier.4", "aux_classifier.4")
+
+
 def import_torch_state_dict(
     variables: Mapping[str, Any],
     state_dict: Mapping[str, Any] | str | os.PathLike,
@@ -241,8 +265,10 @@ def import_torch_state_dict(
     target: str | None = None,
     key_map: str | Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None = None,
     strict: bool = True,
-    ignore_prefixes: tuple[str, ...] = ("fc.", "classifier.6."),
+    ignore_prefixes: tuple[str, ...] = ("fc.", "classifier.6.", "aux_classifier."),
     new_modules: tuple[str, ...] = FCN_HEAD_MODULES,
+    reinit_classifiers: tuple[str, ...] = TORCHVISION_CLASSIFIERS,
+    verbose: bool = True,
     return_report: bool = False,
 ):
     """Copy PyTorch-format weights into Flax ``variables`` (``{"params", "batch_stats"}``).
@@ -252,20 +278,38 @@ def import_torch_state_dict(
       state_dict: ``{key: tensor/array}`` with torchvision names, or a path for
         :func:`load_state_dict`.
       target: the submodule that corresponds to the torchvision network, ``"/"``-separated;
-        default ``"backbone"`` when the model has one (DeepLab), else the top level (FCN's VGG
-        trunk, a bare :class:`~jaxseg.models.resnet.ResNet`).
+        default: the top level when the model has a ``backbone`` and the keys start with
+        ``backbone.`` (a whole torchvision segmentation network), else ``"backbone"`` when the
+        model has one (DeepLab), else the top level (FCN's VGG trunk, a bare
+        :class:`~jaxseg.models.resnet.ResNet`).
       key_map: ``"caffe_resnet"`` (:func:`caffe_resnet_key_map`) or a callable renaming the dict.
       strict: raise on unused keys (other than ``ignore_prefixes``) and on parameters or
         statistics under ``target`` left without a value.
       new_modules: top-level modules under ``target`` that the torchvision network does not
         have and that keep their initial values (FCN's score and deconvolution layers).
-      return_report: also return ``{"loaded": [...], "unused": [...], "missing": [...]}``.
+      reinit_classifiers: torch module names (relative to ``target``) of classifiers whose number
+        of outputs may differ from the model's: on such a mismatch (and only in that dimension)
+        their weight and bias keep the values of ``variables`` (re-initialised), with a message.
+      verbose: print one line naming the unused keys and one per re-initialised classifier.
+      return_report: also return ``{"loaded": [...], "unused": [...], "missing": [...],
+        "reinitialised": [...]}`` (torch keys, except ``missing``: Flax paths).
 
     Returns:
       New variables (plain nested dicts; the input is not modified), and the report if asked.
     """
+    if not isinstance(variables, Mapping):
+        raise TypeError(f"variables must be a mapping of collections, got {type(variables).__name__}")
     if isinstance(state_dict, (str, os.PathLike)):
         state_dict = load_state_dict(state_dict)
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"state_dict must be a mapping or a file path, got {type(state_dict).__name__}")
+    if target is not None and not isinstance(target, str):
+        raise TypeError(f"target must be a str or None, got {type(target).__name__}")
+    for arg, value in (("ignore_prefixes", ignore_prefixes), ("new_modules", new_modules),
+                       ("reinit_classifiers", reinit_classifiers)):
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{arg} must be a tuple of str, got {value!r}")
     state = {k: _to_numpy(v) for k, v in state_dict.items()}
     if key_map == "caffe_resnet":
         state = caffe_resnet_key_map(state)
@@ -278,14 +322,15 @@ def import_torch_state_dict(
     if "params" not in new:
         raise ValueError(f"variables have no 'params' collection (collections: {sorted(new)})")
     if target is None:
-        target = "backbone" if "backbone" in new["params"] else ""
+        whole = any(k.startswith("backbone.") for k in state)
+        target = "backbone" if "backbone" in new["params"] and not whole else ""
     tpath = tuple(p for p in target.split("/") if p)
     params = _get(new["params"], tpath)
     if params is None:
         raise ValueError(f"target {target!r} is not a submodule of the model's params")
     stats = _get(new.get("batch_stats", {}), tpath) or {}
 
-    loaded, unused = [], []
+    loaded, unused, reinitialised = [], [], []
     filled: set[tuple[str, ...]] = set()
     for key, value in state.items():
         module, _, leaf = key.rpartition(".")
@@ -316,6 +361,14 @@ def import_torch_state_dict(
             continue
         tgt = coll[name]
         tshape = tuple(tgt.shape)
+        if module in reinit_classifiers and _other_class_count(value, tshape, name):
+            if verbose:
+                print(f"import_torch_state_dict: {key} has {value.shape[0]} classes, the model "
+                      f"{tshape[-1]}: {'/'.join(dest[:1] + tpath + dest[1:])} keeps its initial value "
+                      "(re-initialised).", flush=True)
+            filled.add(dest)
+            reinitialised.append(key)
+            continue
         if name == "kernel":
             if value.ndim == 2:
                 kh, kw, cin, cout = tshape
@@ -344,11 +397,66 @@ def import_torch_state_dict(
             if (coll_name,) + path not in filled:
                 missing.append("/".join((coll_name,) + tpath + path))
     unexpected = [k for k in unused if not k.startswith(tuple(ignore_prefixes))]
+    if verbose and unused and not (strict and unexpected):
+        modules = list(dict.fromkeys(k.rpartition(".")[0] for k in unused))
+        print(f"import_torch_state_dict: {len(unused)} keys of the state dict not used by the "
+              f"model, of {', '.join(modules[:10])}{' ...' if len(modules) > 10 else ''}.",
+              flush=True)
     if strict and (unexpected or missing):
         raise ValueError(
             "state dict does not match the model"
             + (f"; unused keys: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}" if unexpected else "")
             + (f"; Flax leaves with no value: {missing[:20]}{' ...' if len(missing) > 20 else ''}" if missing else "")
         )
-    report = {"loaded": loaded, "unused": unused, "missing": missing}
+    report = {"loaded": loaded, "unused": unused, "missing": missing,
+              "reinitialised": reinitialised}
     return (new, report) if return_report else new
+
+
+def _other_class_count(value: np.ndarray, tshape: tuple[int, ...], name: str) -> bool:
+    """Whether a torch classifier ``weight [O, I, 1, 1]`` / ``bias [O]`` differs from the Flax
+    ``kernel [1, 1, I, C]`` / ``bias [C]`` in the number of outputs only."""
+    if name == "kernel" and value.ndim == 4 and len(tshape) == 4:
+        return value.shape[0] != tshape[3] and value.shape[1:] == (tshape[2], tshape[0], tshape[1])
+    if name == "bias" and value.ndim == 1 and len(tshape) == 1:
+        return value.shape[0] != tshape[0]
+    return False
+
+
+_TORCH_LEAF = {"kernel": "weight", "scale": "weight", "alpha": "weight", "bias": "bias",
+               "mean": "running_mean", "var": "running_var"}
+
+
+def export_torch_state_dict(variables: Mapping[str, Any], *, target: str = "") -> dict[str, np.ndarray]:
+    """The inverse of :func:`import_torch_state_dict`: Flax ``variables`` (or those of the
+    submodule ``target``) as a torchvision-named state dict of NumPy arrays.
+
+    ``params/<m>/kernel`` becomes ``<m>.weight`` in PyTorch's convolution layout
+    (``[O, I, kh, kw]``), ``scale`` ``weight``, ``batch_stats/<m>/mean``/``var``
+    ``running_mean``/``running_var``; a numeric suffix of a module name becomes its own key
+    component (``layer1_0`` -> ``layer1.0``, ``convs_1_0`` -> ``convs.1.0``). Weights of linear
+    layers stay in the convolution layout (reshape them to ``[O, I * kh * kw]`` for a
+    ``torch.nn.Linear``), and so do those of :class:`~jaxseg.models.layers.ConvTranspose` (which
+    have no torchvision counterpart). ``torch.nn.Module.load_state_dict`` accepts the result (converted with
+    ``torch.from_numpy``); BatchNorm's ``num_batches_tracked`` is not written (torch fills it).
+    """
+    if not isinstance(variables, Mapping):
+        raise TypeError(f"variables must be a mapping of collections, got {type(variables).__name__}")
+    tpath = tuple(p for p in target.split("/") if p)
+    out: dict[str, np.ndarray] = {}
+    for collection in ("params", "batch_stats"):
+        tree = _get(variables.get(collection, {}), tpath)
+        if tree is None:
+            if collection == "params":
+                raise ValueError(f"target {target!r} is not a submodule of the model's params")
+            continue
+        for path, leaf in _leaves(tree):
+            if path[-1] not in _TORCH_LEAF:
+                raise ValueError(f"export_torch_state_dict: no PyTorch name for the leaf "
+                                 f"{'/'.join((collection,) + tpath + path)}")
+            value = np.asarray(leaf)
+            if path[-1] == "kernel" and value.ndim == 4:
+                value = value.transpose(3, 2, 0, 1)
+            module = ".".join(re.sub(r"_(\d+)(?=_|$)", r".\1", p) for p in path[:-1])
+            out[f"{module}.{_TORCH_LEAF[path[-1]]}"] = np.ascontiguousarray(value)
+    return out
