@@ -118,16 +118,16 @@ def make_eval_step(mesh: Mesh, apply_fn, metrics: metrics_lib.MetricAccumulator,
 
 
 def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh,
-             metrics: metrics_lib.MetricAccumulator, *, max_batches: Optional[int] = None,
-             label_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict[str, Any]:
+             metrics: metrics_lib.MetricAccumulator, *,
+             max_batches: Optional[int] = None) -> dict[str, Any]:
   """Runs the jitted ``step_fn`` over ``batches`` (host-local NumPy dicts) into ``metrics``.
 
   ``metrics`` is reset first and holds the evaluation afterwards (``metrics.result()`` for
   arrays, ``metrics.table()`` for the printed tables). Returns ``metrics.summary()`` (JSON-ready:
   ``miou``, ``pixel_accuracy``, ``majority_class_miou``, ``per_class_iou`` by name, and for
   Cityscapes ``iiou``, ``category_miou``, ``category_iiou``, ...) with ``"loss"``, the mean of the
-  per-batch losses (None if not finite), when the step computes one. ``label_fn`` maps the host
-  labels first (binary tasks). At most ``max_batches`` batches when it is >= 0.
+  per-batch losses (None if not finite), when the step computes one. At most ``max_batches``
+  batches when it is >= 0.
   """
   metrics.reset()
   keys = ("image", "label", "example_mask") + (("instance",) if metrics.scores_instances else ())
@@ -136,8 +136,6 @@ def evaluate(step_fn, variables, batches: Iterable[dict], mesh: Mesh,
     if max_batches is not None and max_batches >= 0 and i >= max_batches:
       break
     local = {k: v for k, v in local.items() if k in keys}
-    if label_fn is not None:
-      local["label"] = label_fn(local["label"])
     out = jax.device_get(step_fn(variables, sharding.global_batch(local, mesh)))
     if "loss" in out:
       losses.append(float(out.pop("loss")))

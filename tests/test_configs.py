@@ -23,6 +23,7 @@ import pytest
 
 from jaxseg.data import testing
 from jaxseg.training import checkpoint as ckpt_lib
+from jaxseg.training import initialization
 from jaxseg.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,6 +187,19 @@ def test_config_runs_a_few_steps(name, runs, datasets):
   tree, step = ckpt_lib.restore_raw(workdir)
   assert step == 2
   params = flat(tree["params"])
+  if name.startswith("cityscapes"):
+    # What the Cityscapes benchmark reports, in the summary, eval_<step>.json and metrics.jsonl.
+    # (Their values against cityscapesScripts: tests/test_cityscapes_official.py.)
+    for key in ("iiou", "category_miou", "category_iiou", "per_class_iiou", "per_category_iou",
+                "per_category_iiou"):
+      assert key in summary, key
+    assert list(summary["per_category_iou"]) == ["flat", "construction", "object", "nature",
+                                                 "sky", "human", "vehicle"]
+    assert set(summary["per_category_iiou"]) == {"human", "vehicle"}
+    with open(os.path.join(workdir, "eval_000002.json")) as f:
+      assert set(json.load(f)) >= {"iiou", "category_miou", "category_iiou"}
+    logged = [r for r in records if r["split"] == "eval"][-1]
+    assert "category_miou" in logged and any(k.startswith("category_iou/") for k in logged)
   if binary:
     assert set(summary["per_class_iou"]) == {"not bird", "bird"}
     assert train[0]["loss"] > 0, "the binary run saw no pixel with a positive hinge: nothing trains"
@@ -240,7 +254,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
 
 def test_binary_head_initialisation_is_class_minus_background():
-  from jaxseg.training.loop import transfer_weights
+  from jaxseg.training.initialization import transfer_weights
   rng = np.random.default_rng(0)
   src = {"params": {"aspp_0": {"kernel": rng.normal(size=(3, 3, 4, 21)), "bias": rng.normal(size=21)},
                     "backbone": {"w": rng.normal(size=(2, 2))}}, "batch_stats": {}}
@@ -294,7 +308,7 @@ def test_init_from_torch_weights(tmp_path, datasets):
   mesh = mesh_lib.create_mesh()
   # The trainer's own (jitted) initialisation: its program is cached from the runs above (an
   # eager Flax init took about 9 s more).
-  donor = jax.device_get(loop.initial_variables(c, model, jax.random.key(123, impl="rbg"), mesh))
+  donor = jax.device_get(initialization.initial_variables(c, model, jax.random.key(123, impl="rbg"), mesh))
   # Any initialisation has BatchNorm scale 1, bias 0, mean 0, var 1: shift every donor leaf (by
   # 0.1 to 0.5, variances stay positive) so that the comparisons below see what was imported.
   rng = np.random.default_rng(0)
@@ -314,7 +328,7 @@ def test_init_from_torch_weights(tmp_path, datasets):
   np.savez(path, **state)
   c.init_from.torch_weights = path
   c.init_from.torch_options = {}
-  got = jax.device_get(loop.initial_variables(c, model, jax.random.key(0, impl="rbg"), mesh))
+  got = jax.device_get(initialization.initial_variables(c, model, jax.random.key(0, impl="rbg"), mesh))
   for a, b in ((got["params"]["backbone"], donor["params"]["backbone"]),
                (got["batch_stats"], donor["batch_stats"])):
     assert jax.tree.leaves(a) and jax.tree.structure(a) == jax.tree.structure(b)
@@ -323,4 +337,4 @@ def test_init_from_torch_weights(tmp_path, datasets):
   assert np.abs(got["params"]["aspp_0"]["kernel"] - donor["params"]["aspp_0"]["kernel"]).max() > 0
   c.init_from.torch_weights = str(tmp_path / "missing.pth")
   with pytest.raises(FileNotFoundError, match="torch_weights"):
-    loop.initial_variables(c, model, jax.random.key(0, impl="rbg"), mesh)
+    initialization.initial_variables(c, model, jax.random.key(0, impl="rbg"), mesh)

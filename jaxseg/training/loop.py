@@ -18,7 +18,8 @@ Workdir layout::
     metrics.jsonl               one JSON object per logged step: step, split, loss, metrics
     tensorboard/                TensorBoard event files (tensorboardX)
     figures/curves.png          training curves; figures/predictions_<step>.png overlays
-    eval_<step>.json            evaluation summaries (per-class IoU, mIoU, confusion matrix)
+    eval_<step>.json            evaluation summaries (per-class IoU, mIoU, confusion matrix;
+                                Cityscapes: class and category IoU and iIoU)
 """
 
 from __future__ import annotations
@@ -48,11 +49,9 @@ from jaxseg.training import figures
 from jaxseg.training import optim as optim_lib
 from jaxseg.training import steps as steps_lib
 from jaxseg.training.initialization import ConfigError, create_train_state, to_dict
-# Re-exported from their old home until tests/test_configs.py imports them from there.
-from jaxseg.training.initialization import initial_variables, transfer_weights  # noqa: F401
 from jaxseg.training.loss_setup import create_loss, describe_loss
 from jaxseg.training.metric_writer import MetricLogger
-from jaxseg.training.state import TrainState, init_variables  # noqa: F401  (re-exported)
+from jaxseg.training.state import TrainState
 
 # ----------------------------------------------------------------------------------------------
 # Building blocks
@@ -230,10 +229,10 @@ class Run:
                                    scales=self.eval_scales, flip=self.eval_flip,
                                    loss_fn=self.loss_fn)
 
-  def run_evaluation(self, state: TrainState, eval_step=None) -> tuple[dict, np.ndarray, dict]:
-    """The evaluation summary (:meth:`jaxseg.metrics.MetricAccumulator.summary`, + ``loss``),
-    its confusion matrix, and the first evaluation batch (figures); ``self.eval_metrics`` holds
-    the evaluation (``.table()``)."""
+  def run_evaluation(self, state: TrainState, eval_step=None) -> tuple[dict, dict]:
+    """The evaluation summary (:meth:`jaxseg.metrics.MetricAccumulator.summary`, + ``loss``)
+    and the first evaluation batch (figures); ``self.eval_metrics`` holds the evaluation
+    (``.table()``)."""
     eval_step = eval_step or self.make_eval_step()
     ev = self.config.get("eval", ml_collections.ConfigDict())
     batches = iter(self.eval_iterator())
@@ -242,13 +241,17 @@ class Run:
                                 itertools.chain([] if first is None else [first], batches),
                                 self.mesh, self.eval_metrics,
                                 max_batches=int(ev.get("max_batches", -1)))
-    return summary, self.eval_metrics.confusion.copy(), first
+    return summary, first
 
 
-def _write_eval(run: Run, step: int, summary: dict, cm: np.ndarray, logger: MetricLogger) -> None:
+def _percent(value) -> str:
+  return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _write_eval(run: Run, step: int, summary: dict, logger: MetricLogger) -> None:
   """Logs the defined scores of ``summary`` (Cityscapes: class and category IoU and iIoU too; per
-  name as ``iou/<class>``, ``iiou/<class>``, ``category_iou/<category>``, ...) and writes it to
-  ``eval_<step>.json`` (``cm`` is in it as ``confusion_matrix``)."""
+  name as ``iou/<class>``, ``iiou/<class>``, ``category_iou/<category>``, ...) and writes it,
+  confusion matrix included, to ``eval_<step>.json``."""
   scalars = ("miou", "pixel_accuracy", "majority_class_miou", "loss", "iiou", "category_miou",
              "category_iiou")
   per_name = {"per_class_iou": "iou", "per_class_iiou": "iiou",
@@ -349,10 +352,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if is_ckpt:
         run.checkpointer.save(state, force=step == total_steps)
       if is_eval:
-        summary, cm, eval_batch = run.run_evaluation(state, eval_step)
-        _write_eval(run, step, summary, cm, logger)
-        bar.write(f"step {step}: eval mIoU {100 * summary['miou']:.2f} "
-                  f"(majority-class baseline {100 * summary['majority_class_miou']:.2f})")
+        summary, eval_batch = run.run_evaluation(state, eval_step)
+        _write_eval(run, step, summary, logger)
+        bar.write(f"step {step}: eval mIoU {_percent(summary['miou'])} "
+                  f"(majority-class baseline {_percent(summary['majority_class_miou'])})")
         if config.get("figures", True):
           figures.save_figures(run.workdir, step, predict_fn, state.variables, eval_batch,
                                run.mesh, config=config, ignore_index=run.ignore_index)
@@ -364,8 +367,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   final_step = int(jax.device_get(state.step))
   if summary is None:  # nothing left to train: evaluate the restored state
-    summary, cm, _ = run.run_evaluation(state, eval_step)
-    _write_eval(run, final_step, summary, cm, logger)
+    summary, _ = run.run_evaluation(state, eval_step)
+    _write_eval(run, final_step, summary, logger)
   if is_main:
     print(run.eval_metrics.table(f"Evaluation of step {final_step} on "
                                  f"{config.data.name}/{config.data.get('eval_split', '')}"))
@@ -385,7 +388,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
       raise FileNotFoundError(f"No checkpoint to evaluate in {run.checkpointer.directory}; "
                               f"train first (python train.py --workdir {workdir}).")
     state = run.checkpointer.restore(run.initial_state(), latest)
-    summary, _, _ = run.run_evaluation(state)
+    summary, _ = run.run_evaluation(state)
   finally:
     run.checkpointer.close()
   if jax.process_index() == 0:
