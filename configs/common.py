@@ -31,6 +31,9 @@ A config file is ``from configs import common`` plus a ``get_config()`` that sta
   ``keep_checkpoints``, ``async_checkpoints``;
 * ``eval``: ``scales``, ``flip``, ``max_batches`` (-1: the whole split),
   ``num_figure_examples``;
+* ``predict`` (``train.py --mode=predict``): ``split`` (a split of the dataset, e.g. ``test``;
+  ``""``: the evaluation split) or ``input_dir`` (a folder of images), ``output_dir``,
+  ``overlays`` (colour overlays too), ``probabilities`` (float16 ``.npz`` class probabilities);
 * ``init_from``: ``checkpoint`` (another run's workdir), ``step`` (-1: latest),
   ``torch_weights`` (a ``.pth`` / ``.safetensors`` file), ``torch_options``,
   ``reinit_pattern`` (regex of weights left freshly initialised), ``binary_head``
@@ -141,6 +144,10 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.async_checkpoints = True
   c.eval = ml_collections.ConfigDict({"scales": (1.0,), "flip": False, "max_batches": -1,
                                       "num_figure_examples": 4})
+  c.predict = ml_collections.ConfigDict({
+      "split": "", "input_dir": "", "output_dir": "", "overlays": False,
+      "probabilities": False,
+  })
   c.init_from = ml_collections.ConfigDict({
       "checkpoint": "", "step": -1, "torch_weights": "", "torch_options": {},
       "reinit_pattern": "",
