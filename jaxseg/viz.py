@@ -15,7 +15,11 @@ import json
 import os
 from typing import Optional, Sequence
 
-import matplotlib
+from jaxseg import _extras
+
+_extras.require("train", "jaxseg.viz (figures)", "matplotlib", "PIL")
+
+import matplotlib  # noqa: E402  pylint: disable=g-import-not-at-top
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top

@@ -6,7 +6,13 @@ uses.
 TensorFlow runs on the host only (it is hidden from the GPUs at import).
 """
 
-from jaxseg.data.class_balanced import ClassBalancedSchedule
+from jaxseg import _extras
+
+_extras.require("data", "jaxseg.data (the input pipelines)", "tensorflow", "tensorflow_datasets",
+                "scipy", "PIL")
+
+# pylint: disable=wrong-import-position
+from jaxseg.data.class_balanced import ClassBalancedSchedule  # noqa: E402
 from jaxseg.data.datasets import (
     NAMES,
     DatasetInfo,

@@ -16,3 +16,8 @@ Modules (import the one you need; this package imports none of them):
 * :mod:`~jaxseg.training.checkpoint`: orbax checkpoints, resume and their safety checks;
 * :mod:`~jaxseg.training.surrogate`: fitting the NeuroIoU surrogate from a trained model.
 """
+
+from jaxseg import _extras
+
+_extras.require("train", "jaxseg.training (the trainer)", "ml_collections", "absl", "orbax",
+                "tensorboardX", "tqdm", "matplotlib")
