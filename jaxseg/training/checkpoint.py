@@ -34,6 +34,15 @@ class IncompatibleCheckpointError(ValueError):
   """Raised when the checkpoints in a workdir do not belong to the configured run."""
 
 
+class DamagedCheckpointError(RuntimeError):
+  """Raised when every checkpoint of a workdir is damaged (the run does not start afresh)."""
+
+
+class CheckpointWriteError(OSError):
+  """Raised when a checkpoint could not be written (disk full, unwritable directory): names the
+  path; the checkpoints written before are kept."""
+
+
 @jax.jit
 def _all_finite(leaves: list) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
