@@ -8,6 +8,17 @@ A run started again in the same workdir resumes from its latest checkpoint. Mult
 the same command on every host with ``--config.distributed.enabled=True`` (plus
 ``--config.distributed.coordinator_address=host0:port``, ``num_processes`` and ``process_id``
 where JAX cannot discover the cluster itself).
+
+Exit status:
+
+* 0: trained (or evaluated) to the end.
+* 1: an error, said in one ``ERROR: ...`` line (a config mistake, a workdir of another run, a
+  non-finite loss, every checkpoint damaged, a checkpoint that could not be written).
+* 75 (``EX_TEMPFAIL``): stopped by SIGTERM (a preemption notice) or Ctrl-C, after writing the
+  checkpoint of the current step; one ``PREEMPTED: ...`` line says which. Start the same command
+  again to resume there: a job scheduler can requeue on this status.
+* 130: aborted by a second SIGTERM or Ctrl-C, without waiting for a checkpoint being written;
+  the next start resumes from the latest complete checkpoint.
 """
 
 import os
@@ -38,6 +49,7 @@ def main(argv):
   # a mistyped flag is reported in a second, without TensorFlow's start-up messages.
   from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
   from jaxseg.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import preemption  # pylint: disable=g-import-not-at-top
   from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   try:
@@ -46,9 +58,19 @@ def main(argv):
     else:
       loop.evaluate_checkpoint(config, FLAGS.workdir)
   except (ConfigError, checkpoint.IncompatibleCheckpointError, checkpoint.NonFiniteError,
+          checkpoint.DamagedCheckpointError, checkpoint.CheckpointWriteError,
           FileNotFoundError) as e:
     print(file=sys.stderr)
     cli.exit_with_error(e)
+  except preemption.Preempted as e:
+    print(f"PREEMPTED: {e}", file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except KeyboardInterrupt as e:
+    print(f"\nABORTED: {e or 'interrupted'}; the next start resumes from the latest complete "
+          f"checkpoint (exit status {preemption.EXIT_ABORTED}).", file=sys.stderr, flush=True)
+    # At once: no wait for the checkpoint writer's threads (a step left half-written is a
+    # temporary directory that the next start removes).
+    os._exit(preemption.EXIT_ABORTED)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
