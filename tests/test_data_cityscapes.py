@@ -124,3 +124,73 @@ def test_builder_errors_name_the_file(tmp_path):
     img.write_bytes(b"\x89PNG truncated")
     with pytest.raises(ValueError, match=r"Corrupt image .*ulm_000000_000019_leftImg8bit\.png"):
         jd.get_dataset("cityscapes", "train", data_dir=str(tmp_path / "d2"), manual_dir=str(manual))
+
+
+# ----------------------------------------------------------------------------------------------
+# The image-only test split (leftImg8bit/test of the images archive)
+
+
+def test_test_split_reads_the_images_archive_only(tmp_path):
+    manual = tmp_path / "manual"
+    frames = {"train": ["ulm_000000_000019"], "test": ["berlin_000000_000019", "bonn_000001_000019",
+                                                       "mainz_000002_000019"]}
+    truth = testing.write_cityscapes(str(manual), frames=frames, size=(8, 16), archive=True)
+    (manual / cityscapes.LABELS_ARCHIVE).unlink()  # the test split needs no labels archive
+    data_dir = str(tmp_path / "d")
+    els = list(jd.get_dataset("cityscapes", "test", data_dir=data_dir, manual_dir=str(manual)).as_numpy_iterator())
+    assert sorted(e["id"].decode() for e in els) == frames["test"]
+    for e in els:
+        np.testing.assert_array_equal(e["image"], truth[e["id"].decode()]["image"])
+        assert (e["label"] == 255).all() and e["label"].shape == (8, 16) and "instance" not in e
+    source = jd.get_source("cityscapes", "test", data_dir=data_dir)
+    assert source.has_labels is False and source.has_instances is False
+    assert jd.dataset_info("cityscapes").splits["test"] == 1525
+    (b,) = jd.create_eval_iterator(name="cityscapes", split="test", data_dir=data_dir, global_batch_size=4,
+                                   process_index=0, process_count=1)
+    assert sorted(i.decode() for i in b["id"]) == [""] + frames["test"] and "instance" not in b
+    with pytest.raises(FileNotFoundError, match=r"gtFine_trainvaltest\.zip"):  # train needs the labels
+        jd.get_dataset("cityscapes", "train", data_dir=data_dir, manual_dir=str(manual))
+
+
+def test_train_id_to_label_id_inverts_the_official_table():
+    for lid, tid in REFERENCE_TRAIN_IDS.items():
+        assert cityscapes.TRAIN_ID_TO_LABEL_ID[tid] == lid
+    ids = np.arange(19)
+    np.testing.assert_array_equal(cityscapes.LABEL_ID_TO_TRAIN_ID[cityscapes.TRAIN_ID_TO_LABEL_ID[ids]], ids)
+
+
+# ----------------------------------------------------------------------------------------------
+# Every bad file is named while the dataset is prepared (before any step)
+
+ULM = {"train": ["ulm_000000_000019"], "val": ["ulm_000001_000019"]}
+GT = "gtFine/val/ulm/ulm_000001_000019_gtFine"
+
+
+@pytest.mark.parametrize("case", ["image_size", "instance_size", "instance_value", "corrupt_label",
+                                  "missing_label", "missing_instances"])
+def test_label_file_errors_name_the_files(tmp_path, case):
+    manual = tmp_path / "manual"
+    testing.write_cityscapes(str(manual), frames=ULM, size=(8, 16), archive=False)
+    member, data, error, pattern = {
+        "image_size": ("leftImg8bit/val/ulm/ulm_000001_000019_leftImg8bit.png",
+                       testing.encode_png(np.zeros((8, 12, 3), np.uint8)), jd.DataError,
+                       r"ulm_000001_000019_leftImg8bit\.png: image size \(8, 12\) differs from its label's size "
+                       r"\(8, 16\) \(.*ulm_000001_000019_gtFine_labelIds\.png\)"),
+        "instance_size": (f"{GT}_instanceIds.png", testing.encode_png(np.zeros((7, 16), np.uint16)), jd.DataError,
+                          r"_gtFine_instanceIds\.png: size \(7, 16\) differs from its labelIds' size \(8, 16\)"),
+        "instance_value": (f"{GT}_instanceIds.png", testing.encode_png(np.full((8, 16), 40000, np.uint16)),
+                           jd.DataError, r"_gtFine_instanceIds\.png: instance id 40000 is outside 0\.\.33999"),
+        "corrupt_label": (f"{GT}_labelIds.png", b"\x89PNG truncated", jd.DataError,
+                          r"Corrupt label image .*ulm_000001_000019_gtFine_labelIds\.png"),
+        "missing_label": (f"{GT}_labelIds.png", None, FileNotFoundError,
+                          r"No label for the image .*ulm_000001_000019_leftImg8bit\.png: expected "
+                          r".*ulm_000001_000019_gtFine_labelIds\.png"),
+        "missing_instances": (f"{GT}_instanceIds.png", None, FileNotFoundError,
+                              r"No label for the image .*: expected .*ulm_000001_000019_gtFine_instanceIds\.png"),
+    }[case]
+    if data is None:
+        (manual / member).unlink()
+    else:
+        (manual / member).write_bytes(data)
+    with pytest.raises(error, match=pattern):
+        jd.get_dataset("cityscapes", "val", data_dir=str(tmp_path / "d"), manual_dir=str(manual))

@@ -181,3 +181,110 @@ def test_sbd_out_of_range_label(tmp_path):
         buf = io.BytesIO()
         scipy.io.savemat(buf, {"GTcls": {"Segmentation": np.full((3, 3), 30, np.uint8)}})
         voc.decode_sbd_label(buf.getvalue(), "cls/x.mat")
+
+
+# ----------------------------------------------------------------------------------------------
+# The image-only test split (VOC2012test.tar)
+
+TEST_IDS = ["2008_000001", "2008_000004", "2009_000012", "2010_000005", "2011_000009"]
+
+
+def test_test_split_reads_voc2012test_tar(tmp_path):
+    manual = str(tmp_path / "manual")
+    jpegs = testing.write_voc_test(manual, ids=TEST_IDS, size=[(20, 30), (26, 18)])
+    data_dir = str(tmp_path / "data")
+    # No trainval or SBD archive: the test split needs only its own.
+    ds = jd.get_dataset("voc2012_segmentation", "test", data_dir=data_dir, manual_dir=manual)
+    els = [e for e in ds.as_numpy_iterator()]
+    assert sorted(e["id"].decode() for e in els) == TEST_IDS
+    for e in els:
+        np.testing.assert_array_equal(e["image"], tf.io.decode_jpeg(jpegs[e["id"].decode()]).numpy())
+        assert e["label"].shape == e["image"].shape[:2] and (e["label"] == 255).all()
+    assert jd.get_source("voc2012_segmentation", "test", data_dir=data_dir).has_labels is False
+    info = jd.dataset_info("voc2012_segmentation")
+    assert info.splits["test"] == 1456 and info.image_only_splits == ("test",)
+    st = jd.split_statistics("voc2012_segmentation", "test", data_dir=data_dir)
+    assert (st.max_height, st.max_width) == (26, 30) and st.class_pixel_counts.sum() == 0
+    batches = list(jd.create_eval_iterator(name="voc2012_segmentation", split="test", data_dir=data_dir,
+                                           global_batch_size=2, process_index=0, process_count=1))
+    ids = [i.decode() for i in np.concatenate([b["id"] for b in batches])]
+    assert ids == [e["id"].decode() for e in els] + [""]  # in source order, one filler
+    np.testing.assert_array_equal(np.concatenate([b["example_mask"] for b in batches]), [1, 1, 1, 1, 1, 0])
+    assert all((b["label"] == 255).all() for b in batches)
+
+
+def test_test_split_from_the_extracted_folder_next_to_trainval(tmp_path):
+    manual = str(tmp_path / "manual")
+    testing.write_voc_sbd(manual, size=(12, 12), archive=False, **SMALL)  # VOCdevkit/VOC2012/
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(FileNotFoundError) as e:  # the trainval folder has no test list
+        jd.get_dataset("voc2012_segmentation", "test", data_dir=data_dir, manual_dir=manual)
+    assert "VOC2012test.tar" in str(e.value) and manual in str(e.value) and "test split" in str(e.value)
+    testing.write_voc_test(manual, ids=TEST_IDS[:2], size=(10, 14), archive=False)  # extracted there
+    els = list(jd.get_dataset("voc2012_segmentation", "test", data_dir=data_dir, manual_dir=manual)
+               .as_numpy_iterator())
+    assert sorted(e["id"].decode() for e in els) == TEST_IDS[:2]
+    # the labelled splits are unaffected
+    val = list(jd.get_dataset("voc2012_segmentation", "val", data_dir=data_dir, manual_dir=manual)
+               .as_numpy_iterator())
+    assert sorted(e["id"].decode() for e in val) == SMALL["voc_val"]
+
+
+def test_corrupt_test_image_names_the_file(tmp_path):
+    manual = tmp_path / "manual"
+    testing.write_voc_test(str(manual), ids=TEST_IDS[:2], size=(10, 14), archive=False)
+    (manual / voc.VOC_FOLDER / "JPEGImages" / f"{TEST_IDS[1]}.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(jd.DataError, match=rf"Corrupt image .*JPEGImages/{TEST_IDS[1]}\.jpg"):
+        jd.get_dataset("voc2012_segmentation", "test", data_dir=str(tmp_path / "data"), manual_dir=str(manual))
+
+
+# ----------------------------------------------------------------------------------------------
+# Every bad file is named while the dataset is prepared (before any step): SBD as VOC
+
+
+def _sbd_case(tmp_path, member, data):
+    """``SMALL`` extracted, ``member`` (relative to the manual directory) replaced by ``data``."""
+    manual = tmp_path / "manual"
+    testing.write_voc_sbd(str(manual), size=(12, 12), archive=False, **SMALL)
+    if data is None:
+        (manual / member).unlink()
+    else:
+        (manual / member).write_bytes(data)
+    return dict(data_dir=str(tmp_path / "data"), manual_dir=str(manual))
+
+
+def _mat(seg):
+    import scipy.io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"GTcls": {"Segmentation": seg}})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["corrupt", "bad_value", "size_mismatch", "missing"])
+def test_sbd_annotation_errors_name_the_file(tmp_path, case):
+    c1 = f"{voc.SBD_FOLDER}/cls/c1.mat"  # an SBD-only id of train_aug
+    data = {"corrupt": b"MATLAB 5.0 MAT-file, truncated", "bad_value": _mat(np.full((12, 12), 30, np.uint8)),
+            "size_mismatch": _mat(np.zeros((10, 12), np.uint8)), "missing": None}[case]
+    where = _sbd_case(tmp_path, c1, data)
+    error, pattern = {
+        "corrupt": (jd.DataError, r"Corrupt SBD annotation .*cls/c1\.mat"),
+        "bad_value": (jd.DataError, r"cls/c1\.mat: label value 30"),
+        "size_mismatch": (jd.DataError, r"JPEGImages/c1\.jpg: image size \(12, 12\) differs from its label's "
+                                        r"size \(10, 12\) \(.*cls/c1\.mat\)"),
+        "missing": (FileNotFoundError, r"No annotation for image 'c1': expected .*SegmentationClass/c1\.png "
+                                       r"or .*cls/c1\.mat"),
+    }[case]
+    with pytest.raises(error, match=pattern):
+        jd.get_dataset("voc2012_segmentation", "train_aug", **where)
+
+
+def test_voc_size_mismatch_and_missing_image_name_the_files(tmp_path):
+    label = f"{voc.VOC_FOLDER}/SegmentationClass/b1.png"
+    where = _sbd_case(tmp_path, label, testing.encode_png(np.zeros((12, 11), np.uint8), palette=True))
+    with pytest.raises(jd.DataError, match=r"JPEGImages/b1\.jpg: image size \(12, 12\) differs from its "
+                                           r"label's size \(12, 11\) \(.*SegmentationClass/b1\.png\)"):
+        jd.get_dataset("voc2012_segmentation", "val", **where)
+    where = _sbd_case(tmp_path / "2", f"{voc.VOC_FOLDER}/JPEGImages/b1.jpg", None)
+    with pytest.raises(FileNotFoundError, match=r"Missing file .*JPEGImages/b1\.jpg"):
+        jd.get_dataset("voc2012_segmentation", "val", **where)

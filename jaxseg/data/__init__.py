@@ -1,7 +1,7 @@
 """Input pipelines: Pascal VOC 2012 + SBD and Cityscapes (TFDS builders over the official
-archives), the synthetic ``shapes`` and ``circles`` datasets, augmentation, equibatch and
-class-balanced sampling, split statistics, and the training / evaluation iterators the trainer
-uses.
+archives, image-only test splits included), the synthetic ``shapes`` and ``circles`` datasets,
+augmentation, equibatch and class-balanced sampling, split statistics, the training / evaluation
+iterators the trainer uses, and folders of images batched in size buckets for prediction.
 
 TensorFlow runs on the host only (it is hidden from the GPUs at import).
 """
@@ -22,7 +22,13 @@ from jaxseg.data.datasets import (
     get_source,
     prepared_builder,
 )
+from jaxseg.data.archives import DataError
 from jaxseg.data.equibatch import EpochSchedule, EquibatchSchedule
+from jaxseg.data.image_folder import (
+    FolderPlan,
+    create_folder_iterator,
+    plan_image_folder,
+)
 from jaxseg.data.pipeline import (
     create_eval_iterator,
     create_train_iterator,
@@ -35,18 +41,22 @@ __all__ = [
     "NAMES",
     "CirclesData",
     "ClassBalancedSchedule",
+    "DataError",
     "DatasetInfo",
     "EpochSchedule",
     "EquibatchSchedule",
+    "FolderPlan",
     "Source",
     "SplitStatistics",
     "circles",
     "create_eval_iterator",
+    "create_folder_iterator",
     "create_train_iterator",
     "dataset_info",
     "eval_pad_size",
     "get_dataset",
     "get_source",
+    "plan_image_folder",
     "prepared_builder",
     "split_statistics",
 ]

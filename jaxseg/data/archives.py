@@ -17,6 +17,12 @@ from typing import Callable, Iterable
 from PIL import Image
 
 
+class DataError(ValueError):
+    """A dataset or input file that cannot be used: corrupt, holding a value outside the label
+    set, or of a size that differs from its pair. The message names the file (a missing file is a
+    ``FileNotFoundError``)."""
+
+
 class FileTree:
     """Files under ``root`` (a relative prefix) inside ``path`` (a folder or an archive).
 
@@ -53,7 +59,7 @@ class FileTree:
                         if keep is None or keep(rel):
                             self._cache[rel] = tf.extractfile(m).read()
             except (tarfile.TarError, OSError, EOFError) as e:
-                raise ValueError(f"Cannot read archive {self.path}: {e}") from e
+                raise DataError(f"Cannot read archive {self.path}: {e}") from e
         else:
             try:
                 self._handle = tarfile.open(self.path, "r:")
@@ -64,7 +70,7 @@ class FileTree:
                     if m.isfile() and m.name.startswith(prefix)
                 }
             except (tarfile.TarError, OSError) as e:
-                raise ValueError(f"Cannot read archive {self.path}: {e}") from e
+                raise DataError(f"Cannot read archive {self.path}: {e}") from e
 
     def describe(self, rel: str) -> str:
         full = f"{self.root}/{rel}" if self.root else rel
@@ -139,12 +145,12 @@ def require_inputs(manual_dir: str, missing_names: list[str], instructions: str)
 def decode_image(data: bytes, where: str, what: str = "image") -> Image.Image:
     """Fully decoded PIL image of the file bytes ``data``.
 
-    ValueError ``Corrupt <what> <where>: ...`` when PIL cannot decode it (PIL raises several
-    exception types on corrupt files).
+    :class:`DataError` ``Corrupt <what> <where>: ...`` when PIL cannot decode it (PIL raises
+    several exception types on corrupt files).
     """
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as e:
-        raise ValueError(f"Corrupt {what} {where}: {e}") from e
+        raise DataError(f"Corrupt {what} {where}: {e}") from e
     return img

@@ -13,7 +13,17 @@ official ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` (or th
   instance-level iIoU can be computed,
 * ``id``: ``<city>_<seq>_<frame>``.
 
-Splits: ``train`` (2975) and ``val`` (500). The test split has no public labels and is not built.
+Splits: ``train`` (2975) and ``val`` (500). The ``test`` split (1525 frames, no public labels) is
+a builder of its own, :class:`CityscapesTest`, prepared on first use from the
+``leftImg8bit/test/`` folders of the same images archive (images only).
+
+Every file is checked while the dataset is prepared, before any training step: a corrupt image or
+label image, a labelId outside the official table, an instance id outside ``0..33999``, an image
+or instance map whose size differs from its labelIds, a missing label file raise an error naming
+the file(s) (:class:`~jaxseg.data.archives.DataError`, ``FileNotFoundError``).
+
+:data:`TRAIN_ID_TO_LABEL_ID` maps predicted train ids back to labelIds, the values
+cityscapesScripts' evaluation and the benchmark server read.
 """
 
 from __future__ import annotations
@@ -72,8 +82,13 @@ LABELS: tuple[tuple[str, int, int, str, bool], ...] = (
 )
 
 LABEL_ID_TO_TRAIN_ID = np.full(256, 255, np.uint8)
+# Train id -> labelId of the 19 evaluated classes (what a prediction is written as); the void
+# train id 255 -> 0 ("unlabeled"), which no arg-max produces.
+TRAIN_ID_TO_LABEL_ID = np.zeros(256, np.uint8)
 for _name, _lid, _tid, _cat, _inst in LABELS:
     LABEL_ID_TO_TRAIN_ID[_lid] = _tid
+    if _tid != 255:
+        TRAIN_ID_TO_LABEL_ID[_tid] = _lid
 VALID_LABEL_IDS = frozenset([lid for _, lid, _, _, _ in LABELS] + [255])  # 255 = license plate (-1)
 
 CLASS_NAMES: tuple[str, ...] = tuple(n for n, _, t, _, _ in sorted(LABELS, key=lambda r: r[2]) if t != 255)
@@ -85,15 +100,44 @@ TRAIN_ID_TO_CATEGORY: tuple[int, ...] = tuple(
 )
 # Train ids of the classes with instances (the iIoU classes): person .. bicycle.
 INSTANCE_TRAIN_IDS: tuple[int, ...] = tuple(sorted(t for _, _, t, _, i in LABELS if i and t != 255))
-SPLIT_SIZES = {"train": 2975, "val": 500}
+SPLIT_SIZES = {"train": 2975, "val": 500, "test": 1525}
+# Largest value of an instanceIds image: labelId 33 (bicycle) * 1000 + 999.
+MAX_INSTANCE_ID = 33999
 
 MANUAL_INSTRUCTIONS = f"""\
 Place in the manual directory the official Cityscapes archives `{IMAGES_ARCHIVE}` and
 `{LABELS_ARCHIVE}` (or their extracted `{IMAGES_FOLDER}/` and `{LABELS_FOLDER}/` folders).
 """
+TEST_INSTRUCTIONS = f"""\
+For the test split, place in the manual directory the official Cityscapes archive
+`{IMAGES_ARCHIVE}` (or its extracted `{IMAGES_FOLDER}/` folder, with `{IMAGES_FOLDER}/test/`).
+"""
+
 
 def missing_inputs(manual_dir: str | None) -> list[str]:
     return archives.missing(manual_dir, ((IMAGES_ARCHIVE, IMAGES_FOLDER), (LABELS_ARCHIVE, LABELS_FOLDER)))
+
+
+def missing_test_inputs(manual_dir: str | None) -> list[str]:
+    """The images archive is all the test split needs."""
+    return archives.missing(manual_dir, ((IMAGES_ARCHIVE, IMAGES_FOLDER),))
+
+
+def _frames(images: archives.FileTree, splits) -> dict[str, list[str]]:
+    """``{split: [<split>/<city>/<stem>_leftImg8bit.png, ...]}`` in name order; FileNotFoundError
+    for a split without frames."""
+    frames: dict[str, list[str]] = {s: [] for s in splits}
+    for rel in sorted(images.names()):
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[0] in frames and parts[2].endswith("_leftImg8bit.png"):
+            frames[parts[0]].append(rel)
+    for split, rels in frames.items():
+        if not rels:
+            raise FileNotFoundError(
+                f"No {split} images found in {images.describe(split + '/')} "
+                f"(expected {IMAGES_FOLDER}/{split}/<city>/<city>_<seq>_<frame>_leftImg8bit.png)"
+            )
+    return frames
 
 
 def labelids_to_trainids(label_ids: np.ndarray, where: str = "label") -> np.ndarray:
@@ -101,15 +145,23 @@ def labelids_to_trainids(label_ids: np.ndarray, where: str = "label") -> np.ndar
     values = np.unique(label_ids)
     bad = [int(v) for v in values if int(v) not in VALID_LABEL_IDS]
     if bad:
-        raise ValueError(f"{where}: label value {bad[0]} is not a Cityscapes labelId (0..33; bad values {bad[:10]})")
+        raise archives.DataError(
+            f"{where}: label value {bad[0]} is not a Cityscapes labelId (0..33; bad values {bad[:10]})")
     return LABEL_ID_TO_TRAIN_ID[label_ids.astype(np.int64)]
 
 
 def _decode_png(data: bytes, where: str) -> np.ndarray:
-    arr = np.asarray(archives.decode_image(data, where))
+    arr = np.asarray(archives.decode_image(data, where, what="label image"))
     if arr.ndim != 2:
-        raise ValueError(f"{where}: expected a single-channel PNG, got shape {arr.shape}")
+        raise archives.DataError(f"{where}: expected a single-channel PNG, got shape {arr.shape}")
     return arr
+
+
+def _read_label(labels: archives.FileTree, rel: str, image_where: str) -> tuple[np.ndarray, str]:
+    """The decoded label PNG ``rel`` and its location; FileNotFoundError naming the image too."""
+    if not labels.exists(rel):
+        raise FileNotFoundError(f"No label for the image {image_where}: expected {labels.describe(rel)}")
+    return _decode_png(labels.read(rel), labels.describe(rel)), labels.describe(rel)
 
 
 class Cityscapes(tfds.core.GeneratorBasedBuilder):
@@ -139,37 +191,63 @@ class Cityscapes(tfds.core.GeneratorBasedBuilder):
         archives.require_inputs(manual, missing_inputs(manual), MANUAL_INSTRUCTIONS)
         images = archives.FileTree(*archives.locate(manual, IMAGES_ARCHIVE, IMAGES_FOLDER))
         labels = archives.FileTree(*archives.locate(manual, LABELS_ARCHIVE, LABELS_FOLDER))
-        frames: dict[str, list[str]] = {"train": [], "val": []}
-        for rel in sorted(images.names()):
-            parts = rel.split("/")
-            if len(parts) == 3 and parts[0] in frames and parts[2].endswith("_leftImg8bit.png"):
-                frames[parts[0]].append(rel)
-        for split, rels in frames.items():
-            if not rels:
-                raise FileNotFoundError(
-                    f"No {split} images found in {images.describe(split + '/')} "
-                    f"(expected {IMAGES_FOLDER}/{split}/<city>/<city>_<seq>_<frame>_leftImg8bit.png)"
-                )
+        frames = _frames(images, ("train", "val"))
         return {s: self._generate_examples(images, labels, rels) for s, rels in frames.items()}
 
     def _generate_examples(self, images, labels, rels):
         for rel in rels:
             split, city, fname = rel.split("/")
             stem = fname[: -len("_leftImg8bit.png")]
-            lab_rel = f"{split}/{city}/{stem}_gtFine_labelIds.png"
-            inst_rel = f"{split}/{city}/{stem}_gtFine_instanceIds.png"
-            label_ids = _decode_png(labels.read(lab_rel), labels.describe(lab_rel))
-            label = labelids_to_trainids(label_ids, labels.describe(lab_rel))
-            inst = _decode_png(labels.read(inst_rel), labels.describe(inst_rel)).astype(np.int64)
+            where = images.describe(rel)
+            label_ids, lab_where = _read_label(labels, f"{split}/{city}/{stem}_gtFine_labelIds.png", where)
+            label = labelids_to_trainids(label_ids, lab_where)
+            inst, inst_where = _read_label(labels, f"{split}/{city}/{stem}_gtFine_instanceIds.png", where)
+            inst = inst.astype(np.int64)
             if inst.shape != label.shape:
-                raise ValueError(f"{labels.describe(inst_rel)}: shape {inst.shape} differs from labelIds {label.shape}")
-            if inst.min() < 0 or inst.max() > 65535:
-                raise ValueError(f"{labels.describe(inst_rel)}: instance id {int(inst.max())} outside 0..65535")
+                raise archives.DataError(f"{inst_where}: size {inst.shape} differs from its labelIds' "
+                                         f"size {label.shape} ({lab_where})")
+            if inst.size and (inst.min() < 0 or inst.max() > MAX_INSTANCE_ID):
+                raise archives.DataError(f"{inst_where}: instance id {int(inst.max())} is outside "
+                                         f"0..{MAX_INSTANCE_ID} (labelId * 1000 + k)")
             data = images.read(rel)
-            check_image(data, images.describe(rel), label.shape)
+            check_image(data, where, label.shape, lab_where)
             yield stem, {
                 "image": io.BytesIO(data),
                 "label": label[..., None],
                 "instance": inst.astype(np.uint16)[..., None],
                 "id": stem,
             }
+
+
+class CityscapesTest(tfds.core.GeneratorBasedBuilder):
+    """Cityscapes test frames (split ``test``, images only: the labels are not public)."""
+
+    name = "jaxseg_cityscapes_test"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "The 1525 frames of leftImg8bit/test, image-only."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = TEST_INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description="Cityscapes test frames (labels are not public).",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "id": tfds.features.Text(),
+                }
+            ),
+            homepage="https://www.cityscapes-dataset.com/",
+        )
+
+    def _split_generators(self, dl_manager):
+        manual = str(dl_manager.manual_dir)
+        archives.require_inputs(manual, missing_test_inputs(manual), TEST_INSTRUCTIONS)
+        images = archives.FileTree(*archives.locate(manual, IMAGES_ARCHIVE, IMAGES_FOLDER))
+        return {"test": self._generate_examples(images, _frames(images, ("test",))["test"])}
+
+    def _generate_examples(self, images, rels):
+        for rel in rels:
+            stem = rel.split("/")[2][: -len("_leftImg8bit.png")]
+            data = images.read(rel)
+            check_image(data, images.describe(rel))
+            yield stem, {"image": io.BytesIO(data), "id": stem}

@@ -7,6 +7,11 @@ can be read by index), ``shapes`` and ``circles`` (synthetic, in memory).
 Every dataset is exposed as a :class:`Source`: a fixed number of examples addressable by index,
 with a TensorFlow graph function ``fetch(index)`` that decodes one example. Index-based access is
 what makes the training pipeline restartable at any step (``pipeline.py``).
+
+The ``test`` splits of VOC and Cityscapes have no public labels: they are builders of their own
+(prepared on first use, from ``VOC2012test.tar`` and from ``leftImg8bit/test/`` of the images
+archive), and their sources give a label of all void (255) of the image's size, so that the
+evaluation pipeline reads them as any other split (``Source.has_labels`` is False).
 """
 
 from __future__ import annotations
@@ -31,8 +36,29 @@ from jaxseg.data import cityscapes, synthetic, voc  # noqa: E402
 
 IGNORE_INDEX = 255
 NAMES = ("voc2012_segmentation", "cityscapes", "shapes", "circles")
-_TFDS_BUILDERS = {"voc2012_segmentation": voc.Voc2012Segmentation, "cityscapes": cityscapes.Cityscapes}
 _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Builder:
+    """A TFDS builder class with what preparing it needs from the manual directory."""
+
+    cls: type
+    missing_inputs: Any  # manual_dir -> list of missing archive names
+    instructions: str
+
+
+# (dataset, image-only split?) -> its builder.
+_TFDS_BUILDERS = {
+    ("voc2012_segmentation", False): _Builder(voc.Voc2012Segmentation, voc.missing_inputs,
+                                              voc.MANUAL_INSTRUCTIONS),
+    ("voc2012_segmentation", True): _Builder(voc.Voc2012SegmentationTest, voc.missing_test_inputs,
+                                             voc.TEST_INSTRUCTIONS),
+    ("cityscapes", False): _Builder(cityscapes.Cityscapes, cityscapes.missing_inputs,
+                                    cityscapes.MANUAL_INSTRUCTIONS),
+    ("cityscapes", True): _Builder(cityscapes.CityscapesTest, cityscapes.missing_test_inputs,
+                                   cityscapes.TEST_INSTRUCTIONS),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +67,7 @@ class DatasetInfo:
 
     ``num_classes``/``class_names`` count the train ids (void = ``ignore_index`` excluded);
     ``splits`` maps split names to their nominal number of examples (synthetic: the defaults);
+    ``image_only_splits`` are the splits without labels (VOC and Cityscapes ``test``);
     ``has_instances`` says whether examples carry an ``instance`` map; ``instance_classes`` are
     the class ids with instances (Cityscapes iIoU classes); ``category_names`` and
     ``class_to_category`` give Cityscapes' category grouping (empty elsewhere).
@@ -51,6 +78,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     ignore_index: int = IGNORE_INDEX
     splits: dict[str, int] = dataclasses.field(default_factory=dict)
+    image_only_splits: tuple[str, ...] = ()
     train_split: str = "train"
     eval_split: str = "val"
     has_instances: bool = False
@@ -80,6 +108,7 @@ _INFOS = {
         num_classes=voc.NUM_CLASSES,
         class_names=voc.CLASS_NAMES,
         splits=dict(voc.SPLIT_SIZES),
+        image_only_splits=("test",),
         train_split="train_aug",
         eval_split="val",
     ),
@@ -88,6 +117,7 @@ _INFOS = {
         num_classes=cityscapes.NUM_CLASSES,
         class_names=cityscapes.CLASS_NAMES,
         splits=dict(cityscapes.SPLIT_SIZES),
+        image_only_splits=("test",),
         train_split="train",
         eval_split="val",
         has_instances=True,
@@ -131,26 +161,31 @@ def default_manual_dir(data_dir: str | None) -> str:
 _prepare_lock = threading.Lock()
 
 
-def prepared_builder(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+def prepared_builder(name: str, data_dir: str | None = None, manual_dir: str | None = None, *,
+                     split: str | None = None) -> tfds.core.DatasetBuilder:
     """The TFDS builder of ``name`` in ``data_dir``, prepared from ``manual_dir`` if needed.
+
+    ``split``: an image-only split (``test``) has a builder of its own; any other split, or None,
+    gives the labelled splits' builder.
 
     Raises FileNotFoundError naming the expected archive(s) and the manual directory when the
     data is not prepared yet and the inputs are missing.
     """
     _check_name(name)
-    if name not in _TFDS_BUILDERS:
+    if _INFOS[name].synthetic:
         raise ValueError(f"{name} is a synthetic dataset; it has no TFDS builder")
-    cls = _TFDS_BUILDERS[name]
+    image_only = split is not None and canonical_split(name, split) in _INFOS[name].image_only_splits
+    spec = _TFDS_BUILDERS[(name, image_only)]
     with _prepare_lock:
-        builder = cls(data_dir=data_dir, file_format="array_record")
+        builder = spec.cls(data_dir=data_dir, file_format="array_record")
         if not builder.is_prepared():
             manual = manual_dir or default_manual_dir(data_dir)
-            module = voc if name == "voc2012_segmentation" else cityscapes
-            missing = module.missing_inputs(manual)
+            missing = spec.missing_inputs(manual)
             if missing:
+                what = f"the {split} split of {name}" if image_only else name
                 raise FileNotFoundError(
-                    f"Cannot prepare {name}: missing {', '.join(missing)} in the manual directory "
-                    f"{manual}.\n{module.MANUAL_INSTRUCTIONS}"
+                    f"Cannot prepare {what}: missing {', '.join(missing)} in the manual directory "
+                    f"{manual}.\n{spec.instructions}"
                 )
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(
@@ -165,14 +200,16 @@ class Source:
     """A split as ``num_examples`` examples addressable by index.
 
     ``fetch(index, decode_image=True)`` is a TensorFlow graph function (usable in
-    ``tf.data.Dataset.map``) returning ``image`` uint8 [H, W, 3], ``label`` uint8 [H, W],
-    ``instance`` int32 [H, W] when ``has_instances``, and ``id`` string.
+    ``tf.data.Dataset.map``) returning ``image`` uint8 [H, W, 3], ``label`` uint8 [H, W] (all
+    void when ``has_labels`` is False: an image-only split), ``instance`` int32 [H, W] when
+    ``has_instances``, and ``id`` string.
     ``cache_dir`` is where derived data (split statistics) is cached, or None (in memory only).
     """
 
     name: str
     split: str
     num_examples: int
+    has_labels: bool = True
     has_instances: bool = False
     cache_dir: str | None = None
     extra: dict[str, np.ndarray]
@@ -207,6 +244,7 @@ class _TfdsSource(Source):
         self._features = builder.info.features
         self._records = builder.as_data_source(split=split).data_source
         self.num_examples = len(self._records)
+        self.has_labels = "label" in self._features
         self.has_instances = "instance" in self._features
         self.cache_dir = os.fspath(builder.data_dir)
         self.extra = {}
@@ -217,9 +255,14 @@ class _TfdsSource(Source):
     def fetch(self, index, decode_image=True):
         serialized = tf.numpy_function(self._read, [index], tf.string, stateful=False)
         serialized.set_shape([])
-        decoders = None if decode_image else {"image": tfds.decode.SkipDecoding()}
+        # An image-only split's all-void label needs the image's size: decode it anyway.
+        decoders = None if decode_image or not self.has_labels else {"image": tfds.decode.SkipDecoding()}
         ex = self._features.deserialize_example(serialized, decoders=decoders)
-        out = {"label": tf.squeeze(ex["label"], -1), "id": ex["id"]}
+        if self.has_labels:
+            label = tf.squeeze(ex["label"], -1)
+        else:
+            label = tf.fill(tf.shape(ex["image"])[:2], tf.constant(IGNORE_INDEX, tf.uint8))
+        out = {"label": label, "id": ex["id"]}
         if decode_image:
             out["image"] = ex["image"]
         if self.has_instances:
@@ -234,7 +277,7 @@ def _cached_source(name, split, data_dir, manual_dir, options_items) -> Source:
         return _ArraySource(name, split, synthetic.generate(name, split, **options))
     if options:
         raise ValueError(f"Unknown option(s) {sorted(options)} for dataset {name!r} (it takes none)")
-    return _TfdsSource(name, split, prepared_builder(name, data_dir, manual_dir))
+    return _TfdsSource(name, split, prepared_builder(name, data_dir, manual_dir, split=split))
 
 
 def get_source(name: str, split: str, *, data_dir=None, manual_dir=None, **options) -> Source:
@@ -251,13 +294,16 @@ def _freeze(v: Any):
 def get_dataset(name: str, split: str, *, data_dir=None, manual_dir=None, **options) -> tf.data.Dataset:
     """One pass over a split as an unbatched ``tf.data.Dataset`` of dicts, in a fixed order.
 
-    Elements: ``image`` uint8 [H, W, 3], ``label`` uint8 [H, W] (train ids, 255 void), ``id``
-    string; Cityscapes adds ``instance`` int32 [H, W] (raw instanceIds: ``labelId * 1000 + k``);
-    ``circles`` adds ``feature`` float32 [H, W] (the Sec. 4.1 per-pixel feature).
+    Elements: ``image`` uint8 [H, W, 3], ``label`` uint8 [H, W] (train ids, 255 void; all 255 in
+    an image-only split), ``id`` string (VOC: the image id; Cityscapes: ``<city>_<seq>_<frame>``);
+    Cityscapes' labelled splits add ``instance`` int32 [H, W] (raw instanceIds:
+    ``labelId * 1000 + k``); ``circles`` adds ``feature`` float32 [H, W] (the Sec. 4.1 per-pixel
+    feature).
 
     Args:
       name: ``voc2012_segmentation``, ``cityscapes``, ``shapes`` or ``circles``.
-      split: VOC ``train``/``val``/``train_aug``; Cityscapes ``train``/``val``; synthetic
+      split: VOC ``train``/``val``/``train_aug``/``test`` (image-only, from ``VOC2012test.tar``);
+        Cityscapes ``train``/``val``/``test`` (image-only); synthetic
         ``train``/``validation``/``test`` (``val`` and ``validation`` are accepted everywhere).
       data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       manual_dir: where the official archives are (default ``<data_dir>/downloads/manual``).

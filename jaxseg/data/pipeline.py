@@ -12,7 +12,10 @@ global batch does not depend on the number of hosts.
 
 ``create_eval_iterator`` makes one pass over the split in a fixed order, whole images padded to a
 static size, the last global batch completed with filler examples (``example_mask`` False, label
-255 everywhere) so that every host yields the same number of batches.
+255 everywhere, id ``b""``) so that every host yields the same number of batches. Each example
+carries its ``id`` and original ``size``, what a prediction is written under and cropped to; an
+image-only split (``test``) has labels of all void, so that one code path reads every split.
+(Folders of the user's own images: :mod:`jaxseg.data.image_folder`.)
 """
 
 from __future__ import annotations
@@ -222,10 +225,12 @@ def create_eval_iterator(
     ``std``, ``binary_class``, ``num_parallel_calls``, ``prefetch``, ``process_index`` /
     ``process_count``, as for :func:`create_train_iterator`.
 
-    Yields ``{"image": float32 [b, H, W, 3], "label": int32 [b, H, W] (255 = void and padding),
-    "example_mask": bool [b], "size": int32 [b, 2] (original height, width), and for Cityscapes
-    "instance": int32 [b, H, W] (0 = padding)}``. Examples are in source order, global example
-    ``k*B + p*b + j`` at host ``p`` row ``j`` of batch ``k``; ``ceil(N / B)`` batches on every host.
+    Yields ``{"image": float32 [b, H, W, 3], "label": int32 [b, H, W] (255 = void and padding;
+    all void in an image-only split), "example_mask": bool [b], "size": int32 [b, 2] (original
+    height, width), "id": bytes [b] (the example's id, ``b""`` for filler), and for Cityscapes'
+    labelled splits "instance": int32 [b, H, W] (0 = padding)}``. Examples are in source order,
+    global example ``k*B + p*b + j`` at host ``p`` row ``j`` of batch ``k``; ``ceil(N / B)``
+    batches on every host.
     """
     p, _, b = _hosts(global_batch_size, process_index, process_count)
     source = _source(name, split, data_dir, manual_dir, options)
@@ -253,6 +258,7 @@ def create_eval_iterator(
         if "instance" in out:
             out["instance"] = tf.where(valid, out["instance"], 0)
         out["example_mask"] = valid
+        out["id"] = tf.where(valid, ex["id"], "")
         return out
 
     ds = tf.data.Dataset.range(num_batches * b).map(

@@ -1,10 +1,11 @@
 """Writers of tiny datasets in the official on-disk layouts (for tests and benchmarks).
 
 They produce exactly what the real builders read: the VOC 2012 ``VOCdevkit`` tree (as a folder or
-``VOCtrainval_11-May-2012.tar``), SBD's ``benchmark_RELEASE/dataset`` (as a folder or
-``benchmark.tgz``, with ``cls/<id>.mat`` holding the ``GTcls`` struct written by
-``scipy.io.savemat``) and the Cityscapes ``leftImg8bit_trainvaltest.zip`` /
-``gtFine_trainvaltest.zip`` with the official file names. Contents are random but deterministic
+``VOCtrainval_11-May-2012.tar``), the VOC 2012 test images (``VOC2012test.tar``, or the same tree
+extracted), SBD's ``benchmark_RELEASE/dataset`` (as a folder or ``benchmark.tgz``, with
+``cls/<id>.mat`` holding the ``GTcls`` struct written by ``scipy.io.savemat``) and the Cityscapes
+``leftImg8bit_trainvaltest.zip`` / ``gtFine_trainvaltest.zip`` with the official file names
+(a ``test`` split too, whose labels, as the official ones, mean nothing). Contents are random but deterministic
 (``numpy.random.default_rng(seed)``); the functions return the ground truth they wrote so that
 tests can compare the builders' output with it.
 """
@@ -134,6 +135,36 @@ def write_voc_sbd(
     return truth
 
 
+def write_voc_test(
+    manual_dir: str,
+    *,
+    ids: list[str],
+    size: tuple[int, int] | list[tuple[int, int]] = (24, 32),
+    archive: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Writes the VOC 2012 test images as ``VOC2012test.tar`` (or, ``archive=False``, extracted
+    into ``manual_dir/VOCdevkit/VOC2012/``): ``JPEGImages/<id>.jpg`` and
+    ``ImageSets/Segmentation/test.txt``. ``size`` is one (H, W) or a list cycled over the ids.
+    Returns ``{id: the JPEG bytes}`` (what the builder stores unchanged)."""
+    rng = np.random.default_rng(seed)
+    sizes = [size] if isinstance(size, tuple) else list(size)
+    root = voc.VOC_FOLDER
+    members: dict[str, bytes] = {}
+    images = {}
+    for n, i in enumerate(ids):
+        h, w = sizes[n % len(sizes)]
+        images[i] = members[f"{root}/JPEGImages/{i}.jpg"] = _jpeg(
+            rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+    members[f"{root}/{voc.TEST_LIST}"] = ("\n".join(ids) + "\n").encode()
+    members[f"{root}/ImageSets/Main/test.txt"] = ("\n".join(ids) + "\n").encode()
+    if archive:
+        _write_members(os.path.join(manual_dir, voc.VOC_TEST_ARCHIVE), members, "tar")
+    else:
+        _write_members(manual_dir, members, "dir")
+    return images
+
+
 def write_cityscapes(
     manual_dir: str,
     *,
@@ -144,9 +175,10 @@ def write_cityscapes(
 ) -> dict[str, dict[str, np.ndarray]]:
     """Writes Cityscapes with the official names; ``frames`` maps split -> ``city_seq_frame`` stems.
 
-    Returns ``{stem: {"label_ids": uint8 [H, W], "instance": int32 [H, W]}}``. Label maps use
-    random labelIds from the official table (void ones included); instance maps give every
-    rectangle of a class with instances its own id ``labelId * 1000 + k``.
+    Returns ``{stem: {"label_ids": uint8 [H, W], "instance": int32 [H, W], "image": uint8
+    [H, W, 3]}}``. Label maps use random labelIds from the official table (void ones included);
+    instance maps give every rectangle of a class with instances its own id
+    ``labelId * 1000 + k``. Any split name is written (``test`` too, labelled as the others).
     """
     rng = np.random.default_rng(seed)
     h, w = size
@@ -171,7 +203,7 @@ def write_cityscapes(
             gm[f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png"] = encode_png(lab)
             gm[f"gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png"] = encode_png(inst.astype(np.uint16))
             gm[f"gtFine/{split}/{city}/{stem}_gtFine_color.png"] = encode_png(img)
-            truth[stem] = {"label_ids": lab, "instance": inst}
+            truth[stem] = {"label_ids": lab, "instance": inst, "image": img}
     im["README"] = b"Cityscapes test fixture\n"
     if archive:
         _write_members(os.path.join(manual_dir, cs.IMAGES_ARCHIVE), im, "zip")

@@ -13,11 +13,23 @@ minus VOC val, the "SegmentationClassAug" set of DeepLab). For ids of ``train_au
 annotation the VOC label is used (it has the void boundaries); the others use SBD's label. Images
 are always VOC's JPEGs (every SBD image is a VOC 2011 trainval image, hence in VOC 2012), stored
 byte for byte after a decode check.
+
+The image-only ``test`` split (1456 images, no public labels) is a builder of its own,
+:class:`Voc2012SegmentationTest`, prepared on first use from the test archive
+``VOC2012test.tar`` (``VOCdevkit/VOC2012/JPEGImages`` and
+``ImageSets/Segmentation/test.txt``; or those extracted, e.g. next to trainval in the same
+``VOCdevkit/VOC2012/``), so that training needs no test archive.
+
+Every file is checked while the dataset is prepared, before any training step: a corrupt image or
+annotation, a label value outside the classes, an image whose size differs from its label's, a
+missing annotation raise an error naming the file(s) (:class:`~jaxseg.data.archives.DataError`,
+``FileNotFoundError``).
 """
 
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -36,7 +48,9 @@ CLASS_NAMES: tuple[str, ...] = (
     "train", "tvmonitor",
 )
 NUM_CLASSES = len(CLASS_NAMES)
-SPLIT_SIZES = {"train": 1464, "val": 1449, "train_aug": 10582}
+VOC_TEST_ARCHIVE = "VOC2012test.tar"
+TEST_LIST = "ImageSets/Segmentation/test.txt"
+SPLIT_SIZES = {"train": 1464, "val": 1449, "train_aug": 10582, "test": 1456}
 
 MANUAL_INSTRUCTIONS = f"""\
 Place in the manual directory the official Pascal VOC 2012 archive `{VOC_ARCHIVE}`
@@ -45,9 +59,32 @@ Place in the manual directory the official Pascal VOC 2012 archive `{VOC_ARCHIVE
 """
 
 
+TEST_INSTRUCTIONS = f"""\
+For the test split, place in the manual directory the official Pascal VOC 2012 test archive
+`{VOC_TEST_ARCHIVE}` (or its extracted `{VOC_FOLDER}/` folder, with `{TEST_LIST}`).
+"""
+
+
 def missing_inputs(manual_dir: str | None) -> list[str]:
     """Names of the expected archives that are absent from ``manual_dir`` (empty when complete)."""
     return archives.missing(manual_dir, ((VOC_ARCHIVE, VOC_FOLDER), (SBD_ARCHIVE, SBD_FOLDER)))
+
+
+def locate_test(manual_dir: str | None) -> tuple[str, str] | None:
+    """``(path, root)`` of the test images: ``VOC2012test.tar``, else an extracted
+    ``VOCdevkit/VOC2012/`` that holds the test list (the trainval folder alone does not)."""
+    if manual_dir and os.path.isfile(os.path.join(manual_dir, VOC_TEST_ARCHIVE)):
+        return os.path.join(manual_dir, VOC_TEST_ARCHIVE), VOC_FOLDER
+    if manual_dir and os.path.isfile(os.path.join(manual_dir, VOC_FOLDER, TEST_LIST)):
+        return manual_dir, VOC_FOLDER
+    return None
+
+
+def missing_test_inputs(manual_dir: str | None) -> list[str]:
+    """``[]`` when :func:`locate_test` finds the test images, else the expected archive."""
+    if locate_test(manual_dir) is not None:
+        return []
+    return [f"{VOC_TEST_ARCHIVE} (or the folder {VOC_FOLDER}/ with {TEST_LIST})"]
 
 
 def _read_ids(tree: archives.FileTree, rel: str) -> list[str]:
@@ -56,14 +93,15 @@ def _read_ids(tree: archives.FileTree, rel: str) -> list[str]:
 
 
 def check_label(label: np.ndarray, where: str, num_classes: int = NUM_CLASSES, allow_void: bool = True) -> None:
-    """Raises ValueError naming ``where`` and the value if a label is outside 0..C-1 (and 255)."""
+    """Raises :class:`~jaxseg.data.archives.DataError` naming ``where`` and the value if a label
+    is outside 0..C-1 (and 255)."""
     values = np.unique(label)
     valid = values < num_classes
     if allow_void:
         valid |= values == 255
     if not valid.all():
         bad = values[~valid]
-        raise ValueError(
+        raise archives.DataError(
             f"{where}: label value {int(bad[0])} is outside the classes 0..{num_classes - 1}"
             + (" and 255 (void)" if allow_void else "")
             + f" (bad values: {bad.tolist()[:10]})"
@@ -74,7 +112,7 @@ def decode_voc_label(data: bytes, where: str) -> np.ndarray:
     """Palette-PNG class indices [H, W] uint8, checked to be in 0..20 or 255."""
     img = archives.decode_image(data, where, what="label image")
     if img.mode not in ("P", "L"):
-        raise ValueError(f"{where}: expected a palette (mode 'P') PNG of class indices, got mode {img.mode!r}")
+        raise archives.DataError(f"{where}: expected a palette (mode 'P') PNG of class indices, got mode {img.mode!r}")
     label = np.asarray(img, dtype=np.uint8)
     check_label(label, where)
     return label
@@ -88,24 +126,33 @@ def decode_sbd_label(data: bytes, where: str) -> np.ndarray:
         mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
         seg = np.asarray(mat["GTcls"].Segmentation)
     except Exception as e:
-        raise ValueError(f"Corrupt SBD annotation {where}: {e}") from e
+        raise archives.DataError(f"Corrupt SBD annotation {where}: {e}") from e
     if seg.ndim != 2:
-        raise ValueError(f"{where}: GTcls.Segmentation must be 2-D, got shape {seg.shape}")
-    if seg.min() < 0 or seg.max() > 255:
-        raise ValueError(f"{where}: label value {int(seg.min() if seg.min() < 0 else seg.max())} is outside 0..20")
+        raise archives.DataError(f"{where}: GTcls.Segmentation must be 2-D, got shape {seg.shape}")
+    if seg.size and (seg.min() < 0 or seg.max() > 255):
+        raise archives.DataError(
+            f"{where}: label value {int(seg.min() if seg.min() < 0 else seg.max())} is outside 0..20")
     seg = seg.astype(np.uint8)
     check_label(seg, where, allow_void=True)
     return seg
 
 
-def check_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Decodes an image fully (PIL) and returns (H, W); ValueError naming the file when corrupt."""
+def check_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None,
+                label_where: str | None = None) -> tuple[int, int]:
+    """Decodes an image fully (PIL) and returns (H, W).
+
+    :class:`~jaxseg.data.archives.DataError` naming the file when it is corrupt or not RGB (or
+    grey), and naming the image and its label file (``label_where``) when its size differs from
+    ``expected_hw``, the label's size.
+    """
     img = archives.decode_image(data, where)
     if img.mode not in ("RGB", "L"):
-        raise ValueError(f"{where}: expected an RGB image, got mode {img.mode!r}")
+        raise archives.DataError(f"{where}: expected an RGB image, got mode {img.mode!r}")
     hw = (img.height, img.width)
     if expected_hw is not None and hw != tuple(expected_hw):
-        raise ValueError(f"{where}: image size {hw} differs from its label's size {tuple(expected_hw)}")
+        label = f" ({label_where})" if label_where else ""
+        raise archives.DataError(
+            f"{where}: image size {hw} differs from its label's size {tuple(expected_hw)}{label}")
     return hw
 
 
@@ -167,17 +214,54 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, voc, sbd, ids, voc_labelled):
         for i in ids:
             if i in voc_labelled and voc.exists(f"SegmentationClass/{i}.png"):
-                rel = f"SegmentationClass/{i}.png"
+                tree, rel = voc, f"SegmentationClass/{i}.png"
                 label = decode_voc_label(voc.read(rel), voc.describe(rel))
             else:
-                rel = f"cls/{i}.mat"
+                tree, rel = sbd, f"cls/{i}.mat"
                 if not sbd.exists(rel):
                     raise FileNotFoundError(
                         f"No annotation for image {i!r}: expected {voc.describe(f'SegmentationClass/{i}.png')} "
                         f"or {sbd.describe(rel)}"
                     )
                 label = decode_sbd_label(sbd.read(rel), sbd.describe(rel))
-            img_rel = f"JPEGImages/{i}.jpg"
-            data = voc.read(img_rel)
-            check_image(data, voc.describe(img_rel), label.shape)
-            yield i, {"image": io.BytesIO(_rgb_bytes(data)), "label": label[..., None], "id": i}
+            yield i, {"image": _checked_jpeg(voc, i, label.shape, tree.describe(rel)),
+                      "label": label[..., None], "id": i}
+
+
+def _checked_jpeg(voc: archives.FileTree, image_id: str, label_hw=None, label_where=None) -> io.BytesIO:
+    """The RGB bytes of ``JPEGImages/<image_id>.jpg``, checked (:func:`check_image`)."""
+    rel = f"JPEGImages/{image_id}.jpg"
+    data = voc.read(rel)
+    check_image(data, voc.describe(rel), label_hw, label_where)
+    return io.BytesIO(_rgb_bytes(data))
+
+
+class Voc2012SegmentationTest(tfds.core.GeneratorBasedBuilder):
+    """Pascal VOC 2012 segmentation test images (split ``test``, no labels), for the server."""
+
+    name = "jaxseg_voc2012_segmentation_test"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "The 1456 segmentation test images of VOC2012test.tar, image-only."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = TEST_INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description="Pascal VOC 2012 segmentation test images (labels are not public).",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "id": tfds.features.Text(),
+                }
+            ),
+            homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
+        )
+
+    def _split_generators(self, dl_manager):
+        manual = str(dl_manager.manual_dir)
+        archives.require_inputs(manual, missing_test_inputs(manual), TEST_INSTRUCTIONS)
+        tree = archives.FileTree(*locate_test(manual))
+        return {"test": self._generate_examples(tree, _read_ids(tree, TEST_LIST))}
+
+    def _generate_examples(self, tree, ids):
+        for i in ids:
+            yield i, {"image": _checked_jpeg(tree, i), "id": i}
