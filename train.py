@@ -3,6 +3,8 @@
     python train.py                                   # the default job (configs/default.py)
     python train.py --config configs/<name>.py --workdir <dir> [--config.<field>=<value> ...]
     python train.py --mode=eval --config configs/<name>.py --workdir <dir>   # latest checkpoint
+    python train.py --mode=predict --config configs/<name>.py --workdir <dir> \
+        --config.predict.output_dir=<dir> [--config.predict.split=test | --config.predict.input_dir=<dir>]
 
 A run started again in the same workdir resumes from its latest checkpoint. Multi-host: start
 the same command on every host with ``--config.distributed.enabled=True`` (plus
@@ -38,9 +40,10 @@ cli.define_config_flag(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
     "Training configuration file (a Python file with get_config()).")
 flags.DEFINE_string("workdir", "./workdir", "Directory for checkpoints, logs and figures.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"],
                   "train: train (resuming from the workdir) and evaluate; eval: evaluate the "
-                  "workdir's latest checkpoint with config.eval.")
+                  "workdir's latest checkpoint with config.eval; predict: write its predictions "
+                  "as config.predict asks.")
 
 
 def main(argv):
@@ -51,15 +54,19 @@ def main(argv):
   from jaxseg.training import checkpoint  # pylint: disable=g-import-not-at-top
   from jaxseg.training import preemption  # pylint: disable=g-import-not-at-top
   from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
+  from jaxseg.data import DataError  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   try:
     if FLAGS.mode == "train":
       loop.train_and_evaluate(config, FLAGS.workdir)
+    elif FLAGS.mode == "predict":
+      from jaxseg.training import prediction  # pylint: disable=g-import-not-at-top
+      prediction.predict_checkpoint(config, FLAGS.workdir)
     else:
       loop.evaluate_checkpoint(config, FLAGS.workdir)
   except (ConfigError, checkpoint.IncompatibleCheckpointError, checkpoint.NonFiniteError,
           checkpoint.DamagedCheckpointError, checkpoint.CheckpointWriteError,
-          FileNotFoundError) as e:
+          FileNotFoundError, DataError) as e:
     print(file=sys.stderr)
     cli.exit_with_error(e)
   except preemption.Preempted as e:
