@@ -10,7 +10,9 @@ A config file is ``from configs import common`` plus a ``get_config()`` that sta
   ``num_classes`` (-1: the dataset's); ``binary_class`` (>= 0: train one foreground class
   against the rest, labels ``[y == c]`` made by the input pipeline, for the binary Lovász hinge
   recipe);
-* ``loss``: a ``jaxseg.losses.build_loss`` entry; ``global_lovasz_impl``: ``'plain'`` (the loss
+* ``loss``: a ``jaxseg.losses.build_loss`` entry; ``aux_loss_weight``: the weight of the same
+  loss on the auxiliary head's logits (models built with ``aux_head=True``; torchvision's recipe:
+  0.5); ``global_lovasz_impl``: ``'plain'`` (the loss
   as is, XLA gathers the errors), ``'all_to_all'`` (batch-level Lovász-Softmax terms with the
   classes spread over the devices, ``jaxseg.losses.lovasz_softmax_all_to_all``) or ``'auto'``
   (all-to-all on a mesh of several devices, the default);
@@ -120,6 +122,7 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.num_classes = -1
   c.binary_class = -1
   c.loss = ml_collections.ConfigDict({"name": "lovasz_softmax", "kwargs": {}})
+  c.aux_loss_weight = 0.0
   c.global_lovasz_impl = "auto"
   c.class_weighting = ""
   c.data = data

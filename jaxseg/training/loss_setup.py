@@ -72,6 +72,7 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
   over the devices), ``'plain'`` (the loss as is), or ``'auto'`` (all-to-all when the mesh has
   several devices). Each term is built once (``jaxseg.losses.build_loss``).
   """
+  check_aux_loss(config)
   impl = config.get("global_lovasz_impl", "auto")
   if impl not in GLOBAL_LOVASZ_IMPLS:
     raise ConfigError(f"config.global_lovasz_impl must be one of {GLOBAL_LOVASZ_IMPLS}, got "
@@ -115,6 +116,24 @@ def create_loss(config, mesh, num_classes: int = -1) -> Callable[[jax.Array, jax
     # One-logit (binary) models: the binary losses take scores [B, H, W].
     return lambda logits, labels: loss_fn(logits[..., 0], labels)
   return loss_fn
+
+
+def check_aux_loss(config) -> float:
+  """``config.aux_loss_weight``, checked against the model's ``aux_head`` option: a weight without
+  an auxiliary head, or an auxiliary head that no loss trains (computed for nothing), is a
+  ConfigError."""
+  weight = float(config.get("aux_loss_weight", 0.0) or 0.0)
+  aux_head = bool(to_dict(config.model.get("options", {})).get("aux_head", False))
+  if weight < 0:
+    raise ConfigError(f"config.aux_loss_weight must be >= 0, got {weight}.")
+  if weight > 0 and not aux_head:
+    raise ConfigError(f"config.aux_loss_weight={weight} needs a model with an auxiliary head: "
+                      "set config.model.options.aux_head=True (torchvision's DeepLab-v3 / FCN).")
+  if aux_head and weight == 0:
+    raise ConfigError("config.model.options.aux_head=True but config.aux_loss_weight is 0: the "
+                      "auxiliary head would be computed and trained by nothing (0.5 in "
+                      "torchvision's recipe).")
+  return weight
 
 
 def class_weights_from_data(config, weighting: str) -> list[float]:

@@ -54,8 +54,9 @@ def shrink_labels(labels: jax.Array, size: tuple[int, int],
 
 
 def forward_train(state: TrainState, params: Any, images: jax.Array, rng: jax.Array, *,
-                  freeze_batch_stats: bool) -> tuple[jax.Array, Any]:
-  """Training forward pass; returns ``(logits, new_batch_stats)``."""
+                  freeze_batch_stats: bool) -> tuple[Any, Any]:
+  """Training forward pass; returns ``(logits, new_batch_stats)`` (``logits`` a dict
+  ``{"out", "aux"}`` for a model with an auxiliary head)."""
   variables = {"params": params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
@@ -80,12 +81,16 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
                                                                      jax.Array],
                learning_rate_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
                freeze_batch_stats: bool = False, ignore_index: int = 255,
-               label_stride: Optional[int] = None) -> tuple[TrainState, dict]:
+               label_stride: Optional[int] = None,
+               aux_loss_weight: float = 0.0) -> tuple[TrainState, dict]:
   """One optimiser update on the global ``batch`` (``image [B,H,W,3]``, ``label [B,H,W]``).
 
   The loss sees float32 logits; when the model returns logits at a stride (``logits_stride``
   option) the labels are shrunk to their size with :func:`shrink_labels` (``label_stride``:
-  the model's ``feature_stride``), as DeepLab-v2 computes its loss at stride 8. Returns the new
+  the model's ``feature_stride``), as DeepLab-v2 computes its loss at stride 8. A model with an
+  auxiliary head returns ``{"out", "aux"}`` in training: the loss is then
+  ``loss_fn(out) + aux_loss_weight * loss_fn(aux)`` (torchvision's recipe, weight 0.5; both at
+  the input size), and ``aux_loss`` is logged. Returns the new
   state and scalar metrics: ``loss``, ``accuracy`` (valid pixels at the loss resolution, the
   prediction from :func:`predict_labels`),
   ``grad_norm``, ``learning_rate``, ``param_norm``.
@@ -93,17 +98,25 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
   images, labels = batch["image"], batch["label"].astype(jnp.int32)
   step_rng = jax.random.fold_in(state.rng, state.step)
 
-  def compute_loss(params):
-    logits, new_stats = forward_train(state, params, images, step_rng,
-                                      freeze_batch_stats=freeze_batch_stats)
+  def labelled_loss(logits):
     logits = logits.astype(jnp.float32)
     lab = labels
     if logits.shape[1:3] != lab.shape[1:3]:
       lab = shrink_labels(lab, logits.shape[1:3], label_stride)
-    loss = loss_fn(logits, lab)
-    return loss, (logits, lab, new_stats)
+    return loss_fn(logits, lab), logits, lab
 
-  (loss, (logits, lab, new_stats)), grads = jax.value_and_grad(
+  def compute_loss(params):
+    out, new_stats = forward_train(state, params, images, step_rng,
+                                   freeze_batch_stats=freeze_batch_stats)
+    aux = out["aux"] if isinstance(out, dict) else None
+    loss, logits, lab = labelled_loss(out["out"] if isinstance(out, dict) else out)
+    extra = {}
+    if aux is not None:
+      extra["aux_loss"] = labelled_loss(aux)[0]
+      loss = loss + aux_loss_weight * extra["aux_loss"]
+    return loss, (logits, lab, new_stats, extra)
+
+  (loss, (logits, lab, new_stats, extra)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads, batch_stats=new_stats)
 
@@ -114,6 +127,7 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
       "accuracy": jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1),
       "grad_norm": optax.tree.norm(grads),
       "param_norm": optax.tree.norm(new_state.params),
+      **{k: v.astype(jnp.float32) for k, v in extra.items()},
   }
   if learning_rate_fn is not None:
     metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
@@ -122,14 +136,14 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
 
 def make_train_step(mesh: Mesh, *, loss_fn, learning_rate_fn=None, freeze_batch_stats=False,
                     ignore_index: int = 255, label_stride: Optional[int] = None,
-                    donate: bool = True):
+                    aux_loss_weight: float = 0.0, donate: bool = True):
   """``jax.jit`` of :func:`train_step` with the state replicated and the batch on ``'data'``."""
   rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
 
   def step(state, batch):
     return train_step(state, batch, loss_fn=loss_fn, learning_rate_fn=learning_rate_fn,
                       freeze_batch_stats=freeze_batch_stats, ignore_index=ignore_index,
-                      label_stride=label_stride)
+                      label_stride=label_stride, aux_loss_weight=aux_loss_weight)
 
   return jax.jit(step, in_shardings=(rep, dat), out_shardings=(rep, rep),
                  donate_argnums=(0,) if donate else ())
