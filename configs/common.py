@@ -32,7 +32,14 @@ A config file is ``from configs import common`` plus a ``get_config()`` that sta
 * ``log_every_steps``, ``eval_every_steps`` (0: only at the end), ``checkpoint_every_steps``,
   ``keep_checkpoints``, ``async_checkpoints``;
 * ``eval``: ``scales``, ``flip``, ``max_batches`` (-1: the whole split),
-  ``num_figure_examples``;
+  ``num_figure_examples``; ``mode`` (``"whole"``: the model sees the whole padded image;
+  ``"slide"``: windows of ``window`` = (h, w) pixels every ``stride`` = (h, w), the last one
+  aligned to the image's border, logits averaged where windows overlap, e.g.
+  ``--config.eval.mode=slide --config.eval.window=769,769 --config.eval.stride=513,513``;
+  ``jaxseg.evaluate.slide_logits``); ``crf`` (dense CRF post-processing on the host, the
+  ``crf`` extra), ``crf_workers`` (processes; 0: one per CPU core), ``crf_params``
+  (``iterations``, ``pos_w``, ``pos_xy_std``, ``bi_w``, ``bi_xy_std``, ``bi_rgb_std``; default:
+  DeepLab-v2 ResNet-101's, ``jaxseg.evaluate.CRFParams``);
 * ``predict`` (``train.py --mode=predict``): ``split`` (a split of the dataset, e.g. ``test``;
   ``""``: the evaluation split) or ``input_dir`` (a folder of images), ``output_dir``,
   ``overlays`` (colour overlays too), ``probabilities`` (float16 ``.npz`` class probabilities);
@@ -145,8 +152,16 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.async_checkpoints = True
-  c.eval = ml_collections.ConfigDict({"scales": (1.0,), "flip": False, "max_batches": -1,
-                                      "num_figure_examples": 4})
+  c.eval = ml_collections.ConfigDict({
+      "scales": (1.0,), "flip": False, "max_batches": -1, "num_figure_examples": 4,
+      # Sliding-window inference (jaxseg.evaluate.slide_logits): "whole" or "slide".
+      "mode": "whole", "window": (512, 512), "stride": (341, 341),
+      # Dense CRF post-processing (jaxseg.evaluate.CRFParams; the 'crf' extra). Defaults:
+      # DeepLab-v2 ResNet-101's published VOC settings.
+      "crf": False, "crf_workers": 0,
+      "crf_params": {"iterations": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0,
+                     "bi_xy_std": 67.0, "bi_rgb_std": 3.0},
+  })
   c.predict = ml_collections.ConfigDict({
       "split": "", "input_dir": "", "output_dir": "", "overlays": False,
       "probabilities": False,
