@@ -19,6 +19,9 @@ Formats (:class:`Layout`, folders relative to the output folder):
   ``probabilities`` [H, W, C] and ``class_names``; float32 would be 160 MB for a Cityscapes
   frame).
 
+Importing this module loads JAX and jaxseg's evaluation only (no TensorFlow, no trainer); writing
+PNGs needs Pillow (the ``data`` or ``train`` extra), overlays matplotlib (``train``).
+
 Every file is written to a hidden temporary name in its folder and renamed over its final name
 (:func:`atomic_write`, ``os.replace``): a file appears complete or not at all, also when a run is
 stopped. :class:`PredictionWriter` writes in a thread pool while the device predicts.
@@ -44,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from PIL import Image
 
 from jaxseg import evaluate as eval_lib
 from jaxseg import sharding
@@ -134,6 +136,11 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
 def save_png(path: str, array: np.ndarray, palette: Optional[np.ndarray] = None) -> None:
     """An 8-bit PNG of ``uint8 [H, W]`` (indexed with ``palette`` ``[256, 3]``, else grey) or an
     RGB PNG of ``uint8 [H, W, 3]``, written atomically."""
+    from jaxseg import _extras  # pylint: disable=g-import-not-at-top
+
+    _extras.require("data", "jaxseg.predict's PNG files", "PIL")
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
         raise TypeError(f"save_png takes uint8 arrays, got {array.dtype}.")
