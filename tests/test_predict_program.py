@@ -188,16 +188,20 @@ def test_folder_of_mixed_sizes_compiles_once_per_bucket(voc_run):
   for name, (h, w) in sizes.items():
     os.makedirs(os.path.dirname(folder / name), exist_ok=True)
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{name}.jpg")
-  config.predict.input_dir = str(folder)
-  config.predict.output_dir = str(folder / "predicted")  # inside the input folder: not read back
+  config.predict.input_dir = config.predict.output_dir = str(folder)  # outputs never read back
   summary = prediction.predict_checkpoint(config, voc_run["workdir"])
   # 8 images of 8 sizes in 4 buckets (64x64, 96x64, 96x96, 128x128): 4 compilations
   assert summary["layout"] == "indexed" and summary["num_images"] == 8
   assert summary["compilations"] == 4
   assert sorted(s[1:3] for s in summary["shapes"]) == [(64, 64), (96, 64), (96, 96), (128, 128)]
   for name, (h, w) in sizes.items():
-    with Image.open(folder / "predicted" / "predictions" / f"{name}.png") as img:
+    with Image.open(folder / "predictions" / f"{name}.png") as img:
       assert img.size == (w, h) and img.mode == "P"
+  run = loop.Run(config, voc_run["workdir"])
+  assert prediction.open_inputs(run, "", str(folder), str(folder)).num_examples == 8  # a second run
+  with pytest.raises(prediction.ConfigError, match="config.predict.split: Unknown split 'tset'"):
+    prediction.open_inputs(run, "tset", "", str(folder))
+  run.checkpointer.close()
 
 
 def test_predict_command_line_names_an_unreadable_image(voc_run):

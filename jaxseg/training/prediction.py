@@ -33,6 +33,7 @@ from jaxseg import metrics as metrics_lib
 from jaxseg import predict as predict_lib
 from jaxseg import sharding
 from jaxseg.data import cityscapes
+from jaxseg.data.datasets import canonical_split
 from jaxseg.training import loop
 from jaxseg.training.initialization import ConfigError
 
@@ -68,7 +69,11 @@ def open_inputs(run: loop.Run, split: str, input_dir: str, output_dir: str) -> I
     B = run.eval_batch_size
     hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
     if input_dir:
-        plan = data_lib.plan_image_folder(input_dir, B, exclude=[output_dir])
+        # What this mode writes is never read back, even with output_dir = input_dir.
+        written = [output_dir] + [os.path.join(output_dir, f) for f in (
+            predict_lib.PREDICTIONS_FOLDER, predict_lib.CITYSCAPES_FOLDER, predict_lib.OVERLAYS_FOLDER,
+            predict_lib.PROBABILITIES_FOLDER, "results")]
+        plan = data_lib.plan_image_folder(input_dir, B, exclude=written)
         batches = data_lib.create_folder_iterator(
             input_dir=input_dir, global_batch_size=B, mean=run.eval_data["mean"],
             std=run.eval_data["std"], plan=plan, **hosts)
@@ -76,12 +81,12 @@ def open_inputs(run: loop.Run, split: str, input_dir: str, output_dir: str) -> I
         return Inputs(batches, plan.num_examples, plan.batch_count, None,
                       f"{plan.num_examples} images of {input_dir} (padded to {shapes})")
     kwargs = dict(run.eval_data)
-    kwargs["split"] = split or kwargs["split"]
     try:
-        source = data_lib.get_source(kwargs["name"], kwargs["split"], data_dir=kwargs["data_dir"],
-                                     manual_dir=kwargs["manual_dir"], **kwargs["options"])
+        kwargs["split"] = canonical_split(kwargs["name"], split or kwargs["split"])
     except ValueError as e:  # an unknown split
         raise ConfigError(f"config.predict.split: {e}") from e
+    source = data_lib.get_source(kwargs["name"], kwargs["split"], data_dir=kwargs["data_dir"],
+                                 manual_dir=kwargs["manual_dir"], **kwargs["options"])
     n = source.num_examples
     batches = data_lib.create_eval_iterator(**kwargs, global_batch_size=B, **hosts)
     return Inputs(batches, n, lambda k: max(0, min(B, n - k * B)), source.split,
