@@ -27,7 +27,7 @@ Every file is written to a hidden temporary name in its folder and renamed over 
 stopped. :class:`PredictionWriter` writes in a thread pool while the device predicts.
 
 :func:`make_predict_step` is the evaluation's prediction (:func:`jaxseg.evaluate.predict_probabilities`,
-multi-scale and flip) under ``jax.jit`` with the batch sharded on the ``'data'`` mesh axis, in and
+multi-scale, flip, whole or sliding-window) under ``jax.jit`` with the batch sharded on the ``'data'`` mesh axis, in and
 out, so that each process gets back its own rows (:func:`host_rows`); it compiles once per batch
 shape and counts its compilations.
 """
@@ -284,24 +284,30 @@ class PredictionWriter:
 
 
 class PredictStep:
-    """``step(variables, images)`` -> ``{"prediction": uint8 [B, H, W] class ids (int32 beyond
-    256 classes), "probabilities": float16 [B, H, W, C] (with ``probabilities=True``)}``, global
-    arrays sharded on ``'data'`` like ``images`` (a global batch, :func:`jaxseg.sharding.global_batch`).
+    """``step(variables, images, sizes=None)`` -> ``{"prediction": uint8 [B, H, W] class ids
+    (int32 beyond 256 classes), "probabilities": float16 [B, H, W, C] (with
+    ``probabilities=True``)}``, global arrays sharded on ``'data'`` like ``images`` and ``sizes``
+    (global batches, :func:`jaxseg.sharding.global_batch`; ``sizes``: the images' heights and
+    widths before padding, which align the last sliding window to each image's border; None: the
+    padded size).
 
     ``compilations`` counts the traces, one per distinct ``images`` shape.
     """
 
     def __init__(self, mesh: Mesh, apply_fn, *, scales: Sequence[float] = (1.0,), flip: bool = False,
-                 probabilities: bool = False):
+                 probabilities: bool = False, mode: str = "whole",
+                 window: Sequence[int] = (512, 512), stride: Sequence[int] = (341, 341)):
         self.compilations = 0
         self.shapes: list[tuple[int, ...]] = []
+        self._mesh = mesh
         probs_fn = functools.partial(eval_lib.predict_probabilities, apply_fn,
-                                     scales=tuple(float(s) for s in scales), flip=bool(flip))
+                                     scales=tuple(float(s) for s in scales), flip=bool(flip),
+                                     mode=mode, window=tuple(window), stride=tuple(stride))
 
-        def step(variables, images):
+        def step(variables, images, sizes):
             self.compilations += 1  # Python runs at trace time only: once per new shape
             self.shapes.append(tuple(images.shape))
-            probs = probs_fn(variables, images)
+            probs = probs_fn(variables, images, sizes=sizes)
             ids = jnp.argmax(probs, axis=-1)
             out = {"prediction": ids.astype(jnp.uint8 if probs.shape[-1] <= 256 else jnp.int32)}
             if probabilities:
@@ -309,16 +315,26 @@ class PredictStep:
             return out
 
         rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
-        self._jitted = jax.jit(step, in_shardings=(rep, dat), out_shardings=dat)
+        self._jitted = jax.jit(step, in_shardings=(rep, dat, dat), out_shardings=dat)
 
-    def __call__(self, variables, images: jax.Array) -> dict[str, jax.Array]:
-        return self._jitted(variables, images)
+    def __call__(self, variables, images: jax.Array,
+                 sizes: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+        if sizes is None:
+            local = np.tile(np.asarray(images.shape[1:3], np.int32),
+                            (images.shape[0] // jax.process_count(), 1))
+            sizes = sharding.global_batch({"size": local}, self._mesh)["size"]
+        return self._jitted(variables, images, sizes)
 
 
 def make_predict_step(mesh: Mesh, apply_fn, *, scales: Sequence[float] = (1.0,), flip: bool = False,
-                      probabilities: bool = False) -> PredictStep:
-    """The jitted prediction (:class:`PredictStep`) of the evaluation's ``scales`` and ``flip``."""
-    return PredictStep(mesh, apply_fn, scales=scales, flip=flip, probabilities=probabilities)
+                      probabilities: bool = False, mode: str = "whole",
+                      window: Sequence[int] = (512, 512),
+                      stride: Sequence[int] = (341, 341)) -> PredictStep:
+    """The jitted prediction (:class:`PredictStep`) of the evaluation's settings: ``scales``,
+    ``flip``, and ``mode`` (``"whole"`` or ``"slide"`` with ``window`` / ``stride``,
+    :func:`jaxseg.evaluate.predict_probabilities`)."""
+    return PredictStep(mesh, apply_fn, scales=scales, flip=flip, probabilities=probabilities,
+                       mode=mode, window=window, stride=stride)
 
 
 def host_rows(x: jax.Array) -> np.ndarray:

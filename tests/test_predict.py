@@ -158,6 +158,47 @@ def test_predict_step_is_the_evaluations_prediction_compiled_once_per_shape():
   assert step.compilations == 2 and step.shapes == [(2, 8, 8, 3), (2, 12, 8, 3)]
 
 
+def _apply_with_context(variables, images, train=False):
+  """Per-pixel logits plus the mean of what the model sees: depends on the windows it gets."""
+  return _apply(variables, images) + jnp.mean(images[..., :1], axis=(1, 2), keepdims=True) * jnp.arange(5.0)
+
+
+def test_predict_step_slides_windows_as_the_evaluation_does():
+  mesh = sharding.create_mesh()
+  kwargs = dict(mode="slide", window=(8, 8), stride=(6, 6))
+  step = predict.make_predict_step(mesh, _apply_with_context, probabilities=True, **kwargs)
+  reference = jax.jit(functools.partial(eval_lib.predict_probabilities, _apply_with_context, **kwargs))
+  images = np.random.default_rng(3).integers(0, 5, (2, 16, 16, 3)).astype(np.float32)
+  sizes = np.array([[16, 16], [11, 13]], np.int32)  # the second image padded from 11 x 13
+  variables = {"w": jnp.float32(0.5)}
+  batch = sharding.global_batch({"image": images, "size": sizes}, mesh)
+  got = predict.host_rows(step(variables, batch["image"], batch["size"])["probabilities"])
+  want = reference(variables, jnp.asarray(images), sizes=jnp.asarray(sizes))
+  np.testing.assert_allclose(got.astype(np.float32), want, atol=1e-3)
+  padded = reference(variables, jnp.asarray(images))  # windows aligned to the padded border
+  assert np.abs(np.asarray(padded) - np.asarray(want))[1].max() > 1e-2  # the sizes were used
+
+
+def test_evaluation_settings_reach_prediction_or_are_refused():
+  from configs import common
+
+  c = common.base_config(common.data_config("shapes"))
+  assert prediction.eval_settings(c)["mode"] == "whole"
+  c.eval.mode, c.eval.window, c.eval.stride = "slide", (64, 64), (48, 48)
+  assert prediction.eval_settings(c) == dict(mode="slide", window=(64, 64), stride=(48, 48))
+  c.eval.stride = (80, 80)
+  with pytest.raises(prediction.ConfigError, match="config.eval.window / stride"):
+    prediction.eval_settings(c)
+  c.eval.crf = True
+  with pytest.raises(prediction.ConfigError, match="dense CRF"):
+    prediction.eval_settings(c)
+  with pytest.raises(prediction.ConfigError, match="config.predict.output_dir"):
+    prediction.predict_settings(c)
+  c.predict.output_dir, c.predict.split, c.predict.input_dir = "out", "test", "photos"
+  with pytest.raises(prediction.ConfigError, match="give one of them"):
+    prediction.predict_settings(c)
+
+
 # ----------------------------------------------------------------------------------------------
 # Folders of images
 

@@ -5,8 +5,9 @@ Inputs, from ``config.predict``: a split of the dataset (``split``; ``""``: the 
 ``test`` for the benchmark servers), read by the evaluation pipeline at full resolution, padded to
 ``config.data.eval_pad_size``; or a folder of images (``input_dir``), batched in padded size
 buckets (:mod:`jaxseg.data.image_folder`). The prediction is the evaluation's
-(``config.eval.scales`` / ``flip``), jitted once per padded shape and sharded over the ``'data'``
-mesh; every host writes the predictions of its own examples (a shared ``output_dir`` then holds
+(``config.eval.scales`` / ``flip`` / ``mode``, sliding windows aligned to each image's own
+border; the dense CRF is not applied yet and ``config.eval.crf`` is refused), jitted once per
+padded shape and sharded over the ``'data'`` mesh; every host writes the predictions of its own examples (a shared ``output_dir`` then holds
 one file per image), cropped to the image's size, filler examples never written.
 
 Format (:func:`layout_for`): Cityscapes' labelIds PNGs (19-class Cityscapes runs), the VOC
@@ -29,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxseg import data as data_lib
+from jaxseg import evaluate as eval_lib
 from jaxseg import metrics as metrics_lib
 from jaxseg import predict as predict_lib
 from jaxseg import sharding
@@ -48,6 +50,27 @@ class Inputs:
     batch_count: Callable[[int], int]
     split: Optional[str]
     description: str
+
+
+def eval_settings(config) -> dict:
+    """The evaluation's prediction settings that the jitted step takes besides ``scales`` and
+    ``flip``: ``mode``, ``window``, ``stride`` (``config.eval``), checked (ConfigError). The dense
+    CRF (``config.eval.crf``) is refused: predictions without it would not be what the evaluation
+    scores."""
+    ev = config.get("eval", ml_collections.ConfigDict())
+    if ev.get("crf", False):
+        raise ConfigError("config.eval.crf=True: --mode=predict does not apply the dense CRF yet; "
+                          "predict without it (--config.eval.crf=False).")
+    mode = str(ev.get("mode", "whole"))
+    window, stride = tuple(ev.get("window", (512, 512))), tuple(ev.get("stride", (341, 341)))
+    if mode not in eval_lib.MODES:
+        raise ConfigError(f"config.eval.mode={mode!r}: one of {eval_lib.MODES}.")
+    if mode == "slide":
+        try:
+            window, stride = eval_lib.check_window(window, stride)
+        except ValueError as e:
+            raise ConfigError(f"config.eval.window / stride: {e}") from e
+    return dict(mode=mode, window=window, stride=stride)
 
 
 def predict_settings(config) -> tuple[str, str, str]:
@@ -140,6 +163,7 @@ def predict_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     ``archive`` (or None), ``compilations``, ``shapes``, ``seconds``."""
     t_start = time.time()
     split, input_dir, output_dir = predict_settings(config)
+    settings = eval_settings(config)
     run = loop.Run(config, workdir)
     p = config.predict
     try:
@@ -155,15 +179,19 @@ def predict_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     del state  # the optimiser state is not needed
     layout = layout_for(run, inputs.split)
     step_fn = predict_lib.make_predict_step(run.mesh, run.model.apply, scales=run.eval_scales,
-                                            flip=run.eval_flip, probabilities=bool(p.probabilities))
+                                            flip=run.eval_flip, probabilities=bool(p.probabilities),
+                                            **settings)
     is_main = jax.process_index() == 0
     if is_main:
+        sliding = (f", windows {settings['window']} every {settings['stride']}"
+                   if settings["mode"] == "slide" else "")
         print(f"Predicting {inputs.description} with the checkpoint of step {latest} (scales "
-              f"{run.eval_scales}, flip {run.eval_flip}) into {os.path.abspath(output_dir)}",
-              flush=True)
+              f"{run.eval_scales}, flip {run.eval_flip}{sliding}) into "
+              f"{os.path.abspath(output_dir)}", flush=True)
 
     def predict_fn(batch):
-        out = step_fn(variables, sharding.global_batch({"image": batch["image"]}, run.mesh)["image"])
+        g = sharding.global_batch({"image": batch["image"], "size": batch["size"]}, run.mesh)
+        out = step_fn(variables, g["image"], g["size"])
         probs = out.get("probabilities")
         return predict_lib.host_rows(out["prediction"]), None if probs is None else predict_lib.host_rows(probs)
 
