@@ -23,7 +23,7 @@ for heavy in ("tensorflow", "tensorflow_datasets", "torch", "matplotlib", "ml_co
   assert importlib.util.find_spec(heavy) is None, f"pip install . installed {heavy}"
 import jax
 import jax.numpy as jnp
-import jaxseg.evaluate, jaxseg.metrics, jaxseg.models, jaxseg.sharding  # noqa: F401
+import jaxseg.evaluate, jaxseg.metrics, jaxseg.models, jaxseg.predict, jaxseg.sharding  # noqa: F401
 from jaxseg.losses import lovasz_softmax
 logits = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
 labels = jax.random.randint(jax.random.key(1), (2, 8, 8), 0, 3)

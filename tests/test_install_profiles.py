@@ -11,7 +11,7 @@ import tomllib
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBRARY = ("jaxseg.losses", "jaxseg.metrics", "jaxseg.models", "jaxseg.evaluate",
+LIBRARY = ("jaxseg.losses", "jaxseg.metrics", "jaxseg.models", "jaxseg.evaluate", "jaxseg.predict",
            "jaxseg.sharding")
 # Distributions of the extras, by the top-level module they install.
 EXTRA_MODULES = ("tensorflow", "tensorflow_datasets", "scipy", "PIL", "matplotlib", "torch",
