@@ -3,8 +3,12 @@ Berman et al., CVPR 2018, Sec. 3.1, Eq. 14-15), with Cityscapes' category IoU an
 iIoU.
 
 Notation: ``C`` classes, predictions and labels are integer class ids of the same shape (e.g.
-``[B, H, W]``), ``ignore_index`` (255) marks void ground-truth pixels. Inputs of the wrong dtype
-raise ``TypeError``, of the wrong shape or value ``ValueError``.
+``[B, H, W]``), ``ignore_index`` (255) marks void ground-truth pixels. The input contract is the
+losses' (``jaxseg._validation``), checked at trace time: an array of the wrong dtype raises
+``TypeError`` (predictions, labels or instance ids that are not integers, a mask that is not
+boolean, a confusion matrix that is not integer or floating point); a wrong shape or a bad static
+argument (``num_classes`` not a positive int, ``ignore_index`` not an int) raises ``ValueError``;
+each message names the function and the argument.
 
 **The confusion matrix** ``cm[g, p]`` counts the pixels of ground-truth class ``g`` predicted as
 ``p`` (rows = ground truth, columns = prediction). A pixel is counted when its label is in
@@ -63,6 +67,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxseg._validation import require_dtype, static_int, valid_labels
 
 __all__ = [
     "confusion_matrix",
@@ -140,43 +146,40 @@ def _xp(x: Any) -> Any:
 
 
 def _check_num_classes(name: str, num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
-        raise ValueError(f"{name}: num_classes must be a positive Python int, got {num_classes!r}")
-    return int(num_classes)
+    return static_int(name, "num_classes", num_classes, minimum=1)
 
 
-def _check_pair(name: str, predictions: Any, labels: Any, mask: Any) -> tuple[Any, Any, Any]:
+def _check_pair(name: str, predictions: Any, labels: Any, mask: Any,
+                ignore_index: Any) -> tuple[Any, Any, Any, int]:
+    """Checks the arguments of a metric of predictions and labels (``jaxseg._validation``);
+    returns them with the mask reshaped to broadcast against the labels."""
     predictions, labels = _as_array(predictions), _as_array(labels)
-    if not jnp.issubdtype(predictions.dtype, jnp.integer):
-        raise TypeError(
-            f"{name}: predictions must be integer class ids (e.g. argmax of the logits over the "
-            f"class axis), got dtype {predictions.dtype} and shape {tuple(predictions.shape)}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"{name}: labels must be an integer array, got dtype {labels.dtype}")
+    require_dtype(name, "predictions", predictions, "integer",
+                  " of class ids (e.g. the argmax of the logits over the class axis)")
+    require_dtype(name, "labels", labels, "integer")
+    ignore_index = static_int(name, "ignore_index", ignore_index)
     if tuple(predictions.shape) != tuple(labels.shape):
         raise ValueError(
             f"{name}: predictions shape {tuple(predictions.shape)} differs from labels shape "
             f"{tuple(labels.shape)}")
     if mask is not None:
         mask = _as_array(mask)
-        if mask.dtype != bool:
-            raise TypeError(f"{name}: mask must be boolean, got dtype {mask.dtype}")
+        require_dtype(name, "mask", mask, "bool")
         if tuple(mask.shape) != tuple(labels.shape[:mask.ndim]):
             raise ValueError(
                 f"{name}: mask shape {tuple(mask.shape)} must equal the labels shape "
                 f"{tuple(labels.shape)} or a prefix of it (e.g. [B] for an example mask)")
         mask = mask.reshape(tuple(mask.shape) + (1,) * (labels.ndim - mask.ndim))
-    return predictions, labels, mask
+    return predictions, labels, mask, ignore_index
 
 
 def _counted(predictions: Any, labels: Any, num_classes: int, ignore_index: int,
              mask: Any) -> tuple[Any, Any, Any]:
     """(counted pixel mask, int32 predictions, int32 labels), as ``jnp`` arrays."""
     predictions = jnp.asarray(predictions).astype(jnp.int32)
+    valid, _ = valid_labels(labels, num_classes, ignore_index)
     labels = jnp.asarray(labels).astype(jnp.int32)
-    counted = ((labels != ignore_index) & (labels >= 0) & (labels < num_classes)
-               & (predictions >= 0) & (predictions < num_classes))
+    counted = valid & (predictions >= 0) & (predictions < num_classes)
     if mask is not None:
         counted = counted & jnp.asarray(mask)
     return counted, predictions, labels
@@ -208,6 +211,7 @@ def _float(xp: Any, x: Any) -> Any:
 
 def _check_confusion(name: str, cm: Any) -> Any:
     cm = _as_array(cm)
+    require_dtype(name, "cm", cm, "real", " of counts")
     if cm.ndim < 2 or cm.shape[-1] != cm.shape[-2]:
         raise ValueError(f"{name}: expected a square confusion matrix [..., C, C], got shape "
                          f"{tuple(cm.shape)}")
@@ -245,8 +249,9 @@ def confusion_matrix(
     """
     name = "confusion_matrix"
     c = _check_num_classes(name, num_classes)
-    predictions, labels, mask = _check_pair(name, predictions, labels, mask)
-    return _confusion_core(predictions, labels, mask, c=c, ignore_index=int(ignore_index))
+    predictions, labels, mask, ignore_index = _check_pair(name, predictions, labels, mask,
+                                                          ignore_index)
+    return _confusion_core(predictions, labels, mask, c=c, ignore_index=ignore_index)
 
 
 @functools.partial(jax.jit, static_argnames=("c", "ignore_index"))
@@ -266,6 +271,7 @@ def check_labels(labels: Any, num_classes: int, *, ignore_index: int = 255,
     labels are clean); with ``raise_error=True`` raises ``ValueError`` listing them instead.
     """
     c = _check_num_classes("check_labels", num_classes)
+    ignore_index = static_int("check_labels", "ignore_index", ignore_index)
     values = np.unique(np.asarray(labels))
     bad = values[((values < 0) | (values >= c)) & (values != ignore_index)]
     if raise_error and bad.size:
@@ -418,10 +424,11 @@ def per_image_iou(
     """
     name = "per_image_iou"
     c = _check_num_classes(name, num_classes)
-    predictions, labels, mask = _check_pair(name, predictions, labels, mask)
+    predictions, labels, mask, ignore_index = _check_pair(name, predictions, labels, mask,
+                                                          ignore_index)
     if labels.ndim < 1:
         raise ValueError(f"{name}: expected a leading image axis, got scalar labels")
-    return _per_image_iou_core(predictions, labels, mask, c=c, ignore_index=int(ignore_index))
+    return _per_image_iou_core(predictions, labels, mask, c=c, ignore_index=ignore_index)
 
 
 @functools.partial(jax.jit, static_argnames=("c", "ignore_index"))
@@ -525,10 +532,10 @@ def instance_counts(
     """
     name = "instance_counts"
     c = _check_num_classes(name, num_classes)
-    predictions, labels, mask = _check_pair(name, predictions, labels, mask)
+    predictions, labels, mask, ignore_index = _check_pair(name, predictions, labels, mask,
+                                                          ignore_index)
     instances = _as_array(instances)
-    if not jnp.issubdtype(instances.dtype, jnp.integer):
-        raise TypeError(f"{name}: instances must be integer ids, got dtype {instances.dtype}")
+    require_dtype(name, "instances", instances, "integer", " of instance ids")
     if tuple(instances.shape) != tuple(labels.shape) or labels.ndim < 1:
         raise ValueError(f"{name}: instances shape {tuple(instances.shape)} must equal the labels "
                          f"shape {tuple(labels.shape)}, with a leading image axis")
@@ -538,7 +545,7 @@ def instance_counts(
                          f"{threshold}")
     table = None if categories is None else _check_categories(name, categories, c)[0]
     return _instance_counts_core(predictions, labels, instances, mask, c=c,
-                                 ignore_index=int(ignore_index), categories=table,
+                                 ignore_index=ignore_index, categories=table,
                                  threshold=threshold, max_id=max_id)
 
 
@@ -553,8 +560,8 @@ def _instance_counts_core(predictions: Any, labels: Any, instances: Any, mask: A
     ids = jnp.asarray(instances).astype(jnp.int32)
     inside = jnp.ones(labels.shape, bool) if mask is None else jnp.broadcast_to(
         jnp.asarray(mask), labels.shape)
-    counted = (inside & (labels != ignore_index) & (labels >= 0) & (labels < c)
-               & (ids > threshold) & (ids <= max_id))
+    counted = inside & valid_labels(labels, c, ignore_index)[0] & (ids > threshold) \
+        & (ids <= max_id)
     index = jnp.where(counted, ids - (threshold + 1), bins).reshape(ids.shape[0], -1)
     pred_ok = (predictions >= 0) & (predictions < c)
     hit = (counted & pred_ok & (predictions == labels)).reshape(index.shape)
@@ -760,7 +767,7 @@ class MetricAccumulator:
     ):
         name = "MetricAccumulator"
         self.num_classes = _check_num_classes(name, num_classes)
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = static_int(name, "ignore_index", ignore_index)
         if class_names is not None and len(class_names) != self.num_classes:
             raise ValueError(f"{name}: {len(class_names)} class names for {self.num_classes} "
                              f"classes")

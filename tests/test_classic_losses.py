@@ -418,20 +418,20 @@ def test_multiclass_input_errors(loss):
         loss(logits, labels[..., None])
     with pytest.raises(ValueError, match="does not match"):
         loss(logits, labels[:, :2])
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(TypeError, match="integer"):  # a dtype: TypeError (jaxseg._validation)
         loss(logits, labels.astype(np.float32))
-    with pytest.raises(ValueError, match="floating"):
+    with pytest.raises(TypeError, match="floating"):
         loss(logits.astype(np.int32), labels)
 
 
 @pytest.mark.parametrize("loss", [classic.binary_cross_entropy, classic.binary_hinge_loss])
 def test_binary_input_errors(loss):
     logits, labels = _data(0, binary=True)
-    with pytest.raises(ValueError, match="rank 3"):
+    with pytest.raises(ValueError, match=r"\[B, H, W\] or \[B, H, W, 1\]"):
         loss(logits[0], labels)
     with pytest.raises(ValueError, match="does not match"):
         loss(logits, labels[:, :2])
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(TypeError, match="integer"):
         loss(logits, labels.astype(bool))
 
 

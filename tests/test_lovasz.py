@@ -340,7 +340,7 @@ def test_lovasz_softmax_under_vmap_and_shard_map(small_batch):
 def test_lovasz_softmax_input_errors():
   with pytest.raises(ValueError, match="does not match"):
     lovasz_softmax(jnp.zeros((2, 4, 4, 3)), jnp.zeros((2, 4, 5), jnp.int32))
-  with pytest.raises(TypeError, match="labels must be integers"):
+  with pytest.raises(TypeError, match="labels must be an integer array"):
     lovasz_softmax(jnp.zeros((2, 4, 4, 3)), jnp.zeros((2, 4, 4), jnp.float32))
   with pytest.raises(ValueError, match="outside"):
     lovasz_softmax(jnp.zeros((2, 4, 4, 3)), jnp.zeros((2, 4, 4), jnp.int32), classes=(5,))

@@ -465,7 +465,7 @@ def test_check_labels():
 
 def test_input_errors():
     pred, label = _random_batch(9)
-    with pytest.raises(TypeError, match="predictions must be integer"):
+    with pytest.raises(TypeError, match="predictions must be an integer array"):
         m.confusion_matrix(pred.astype(np.float32), label, 5)
     with pytest.raises(ValueError, match="differs from labels shape"):
         m.confusion_matrix(pred[:, :2], label, 5)
@@ -486,7 +486,7 @@ def test_input_errors():
     stats = m.batch_statistics(pred, label, 5, instances=np.zeros_like(label))
     with pytest.raises(ValueError, match="no mean_instance_size"):
         m.MetricAccumulator(5).add(stats)
-    with pytest.raises(TypeError, match="instances must be integer"):
+    with pytest.raises(TypeError, match="instances must be an integer array"):
         m.instance_counts(pred, label, label.astype(np.float32), 5)
     with pytest.raises(ValueError, match="instances shape"):
         m.instance_counts(pred, label, label[:, :2], 5)

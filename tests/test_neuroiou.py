@@ -119,7 +119,7 @@ def test_loss_no_pair_gives_zero(batch):
 
 def test_bad_inputs(batch):
     logits, labels = batch
-    with pytest.raises(ValueError, match="disagree"):
+    with pytest.raises(ValueError, match="labels shape .* does not match"):
         neuroiou.neuroiou_statistics(logits, labels[:, :2])
     with pytest.raises(ValueError, match="num_inputs"):
         neuroiou.neuroiou_statistics(logits, labels, num_inputs=4)

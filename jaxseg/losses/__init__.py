@@ -3,6 +3,13 @@
 Every loss is a pure function ``loss(logits, labels, *, ignore_index=255, ...) -> scalar``:
 jittable, differentiable, with static shapes. ``build_loss(config)`` makes one (or a weighted sum)
 from a config entry by name; ``available_losses()`` lists the names.
+
+One input contract for all of them (``jaxseg/_validation.py``), checked at trace time: a wrong
+dtype raises ``TypeError`` (logits that are not floating point, labels that are not integers,
+bool included); a wrong rank or shape, or a bad static argument (``ignore_index`` not an int, an
+unknown option), raises ``ValueError``; each message names the loss and the argument and says
+what was expected. Multi-class logits are ``[B, H, W, C]`` (channels last), binary logits
+``[B, H, W]`` or ``[B, H, W, 1]`` (every binary loss takes both), labels ``[B, H, W]``.
 """
 
 from jaxseg.losses.classic import (binary_cross_entropy, binary_hinge_loss, cross_entropy,

@@ -4,8 +4,8 @@ experiments compare against: cross-entropy, focal, soft Dice, Tversky, soft Jacc
 per-pixel hinge, and the binary cross-entropy / hinge of a one-logit head.
 
 Every loss is a pure, jittable function ``loss(logits, labels, *, ignore_index=255, ...) -> scalar``
-with channels-last logits ``[B, H, W, C]`` (``[B, H, W]`` for the binary losses) and integer labels
-``[B, H, W]``.
+with channels-last logits ``[B, H, W, C]`` (``[B, H, W]`` or ``[B, H, W, 1]`` for the binary
+losses) and integer labels ``[B, H, W]``.
 
 Conventions shared by all losses of this module:
 
@@ -28,8 +28,10 @@ Conventions shared by all losses of this module:
   counts over the whole batch by default (``per_image=False``), or per image (``per_image=True``:
   the loss is the mean over the images of the batch of the per-image loss, an image without valid
   pixel contributing 0, as in the Lovász-Softmax authors' reference code).
-* Shapes, ranks and dtypes are checked at trace time; violations raise ``ValueError`` naming the
-  loss, the argument and the offending shape or dtype.
+* Shapes, ranks and dtypes are checked at trace time (``jaxseg._validation``): a wrong dtype
+  raises ``TypeError``, a wrong rank or shape or a bad static argument ``ValueError``, naming the
+  loss, the argument and what was expected. The binary losses take ``[B, H, W]`` or
+  ``[B, H, W, 1]`` logits.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from typing import Any, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxseg._validation import check_logits_labels
+from jaxseg._validation import compute_dtype as _compute_dtype
+from jaxseg._validation import valid_labels as _valid_labels
 
 __all__ = [
     "cross_entropy",
@@ -63,68 +69,6 @@ Classes = Union[str, Sequence[int]]
 
 def _as_array(x: Any) -> Any:
     return x if isinstance(x, (jax.Array, np.ndarray)) else jnp.asarray(x)
-
-
-def _check_dtypes(name: str, logits: Any, labels: Any) -> None:
-    if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise ValueError(f"{name}: logits must be a floating-point array, got dtype {logits.dtype}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(
-            f"{name}: labels must be an integer array (class ids, {{ignore_index}} for void), got "
-            f"dtype {labels.dtype}; cast them with labels.astype(jnp.int32)")
-
-
-def _check_label_rank(name: str, labels: Any) -> None:
-    if labels.ndim != 3:
-        raise ValueError(
-            f"{name}: labels must have rank 3 [B, H, W], got shape {tuple(labels.shape)}")
-
-
-def _check_multiclass(name: str, logits: Any, labels: Any) -> tuple[Any, Any]:
-    logits, labels = _as_array(logits), _as_array(labels)
-    if logits.ndim != 4:
-        raise ValueError(
-            f"{name}: logits must have rank 4 [B, H, W, C] (channels last), got shape "
-            f"{tuple(logits.shape)}")
-    _check_label_rank(name, labels)
-    if tuple(logits.shape[:3]) != tuple(labels.shape):
-        raise ValueError(
-            f"{name}: labels shape {tuple(labels.shape)} does not match the logits shape "
-            f"{tuple(logits.shape)} without its class axis, {tuple(logits.shape[:3])}")
-    if logits.shape[-1] < 1:
-        raise ValueError(f"{name}: logits have no class channel, shape {tuple(logits.shape)}")
-    _check_dtypes(name, logits, labels)
-    return logits, labels
-
-
-def _check_binary(name: str, logits: Any, labels: Any) -> tuple[Any, Any]:
-    logits, labels = _as_array(logits), _as_array(labels)
-    if logits.ndim == 4 and logits.shape[-1] == 1:
-        logits = logits[..., 0]
-    if logits.ndim != 3:
-        raise ValueError(
-            f"{name}: logits of a binary loss must have rank 3 [B, H, W] (or [B, H, W, 1]), got "
-            f"shape {tuple(logits.shape)}")
-    _check_label_rank(name, labels)
-    if tuple(logits.shape) != tuple(labels.shape):
-        raise ValueError(
-            f"{name}: labels shape {tuple(labels.shape)} does not match the logits shape "
-            f"{tuple(logits.shape)}")
-    _check_dtypes(name, logits, labels)
-    return logits, labels
-
-
-def _compute_dtype(dtype: Any) -> Any:
-    """``promote_types(dtype, float32)``, canonical: float64 only when x64 is enabled (NumPy
-    float64 logits without x64 compute in float32, as JAX would store them)."""
-    return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
-
-
-def _valid_labels(labels: Any, num_classes: int, ignore_index: int) -> tuple[Any, Any]:
-    """(valid mask, labels with every invalid pixel replaced by 0), both ``[B, H, W]``."""
-    labels = labels.astype(jnp.int32)
-    valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
-    return valid, jnp.where(valid, labels, 0)
 
 
 def _safe_div(num: Any, den: Any, if_zero: float) -> Any:
@@ -198,7 +142,8 @@ def cross_entropy(
       Scalar float32 (float64 for float64 logits).
     """
     name = "cross_entropy"
-    logits, labels = _check_multiclass(name, logits, labels)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index)
     eps = _check_nonnegative(name, "label_smoothing", label_smoothing)
     if eps > 1:
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -283,7 +228,8 @@ def focal_loss(
       Scalar float32 (float64 for float64 logits).
     """
     name = "focal_loss"
-    logits, labels = _check_multiclass(name, logits, labels)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index)
     gamma = _check_nonnegative(name, "gamma", gamma)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
@@ -333,7 +279,8 @@ def hinge_loss(
       Scalar float32 (float64 for float64 logits).
     """
     name = "hinge_loss"
-    logits, labels = _check_multiclass(name, logits, labels)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index)
     margin = _check_nonnegative(name, "margin", margin)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
@@ -370,7 +317,8 @@ def binary_hinge_loss(
       Scalar float32 (float64 for float64 logits).
     """
     name = "binary_hinge_loss"
-    logits, labels = _check_binary(name, logits, labels)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index, binary=True)
     margin = _check_nonnegative(name, "margin", margin)
     dtype = _compute_dtype(logits.dtype)
     valid, y = _valid_labels(labels, 2, ignore_index)
@@ -408,7 +356,8 @@ def binary_cross_entropy(
       Scalar float32 (float64 for float64 logits).
     """
     name = "binary_cross_entropy"
-    logits, labels = _check_binary(name, logits, labels)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index, binary=True)
     dtype = _compute_dtype(logits.dtype)
     valid, y = _valid_labels(labels, 2, ignore_index)
     f = logits.astype(dtype)
@@ -433,7 +382,8 @@ def _region_inputs(
     ``tp_c = sum p_c y_c``, ``fp_c = sum p_c (1 - y_c)``, ``fn_c = sum (1 - p_c) y_c`` over valid
     pixels, with ``p`` the softmax probabilities and ``y`` the one-hot labels.
     """
-    logits, labels = _check_multiclass(name, logits, labels)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
     x = logits.astype(dtype)

@@ -95,6 +95,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# The dtype a Lovász loss computes and returns in: float32, or float64 for float64 inputs.
+from jaxseg._validation import compute_dtype  # noqa: F401  (used here and by the Lovász losses)
+
 # What to do with a row, see `lovasz_extension_rows`.
 SKIP, MAX_ERROR, SORT = 0, 1, 2
 
@@ -114,11 +117,6 @@ def check_sort(sort: str, dtype, name: str) -> None:
   if sort == "packed64" and compute_dtype(dtype) == jnp.float64:
     raise ValueError(f"{name}: sort='packed64' packs float32 errors into int64 keys; float64 "
                      "inputs need sort='auto', 'pairs' or 'batched'")
-
-
-def compute_dtype(dtype):
-  """The dtype a Lovász loss computes and returns in: float32, or float64 for float64 inputs."""
-  return jnp.promote_types(dtype, jnp.float32)
 
 
 def _bucket_sizes(num_pixels):

@@ -19,6 +19,12 @@ dtype (float32 for float16, bfloat16 and float32 inputs; float64 for float64 inp
 under ``jax_enable_x64``); gradients have the input's dtype. ``sort`` chooses how the errors are
 sorted (``jaxseg.losses.extension``): ``"auto"`` picks the fastest formulation of the backend the
 function is compiled for; every formulation gives the same values.
+
+Inputs follow the losses' contract (``jaxseg._validation``): ``TypeError`` for a wrong dtype,
+``ValueError`` for a wrong rank or shape or a bad static argument, at trace time. Lovász-Softmax
+takes ``[B, H, W, C]`` logits; the Lovász hinge and Lovász-Sigmoid take ``[B, H, W]`` or
+``[B, H, W, 1]`` scores (the trailing channel of a one-logit head), as the binary cross-entropy
+does; labels are ``[B, H, W]``.
 """
 
 from __future__ import annotations
@@ -29,36 +35,10 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxseg._validation import check_logits_labels, valid_labels
 from jaxseg.losses import extension
 from jaxseg.losses.extension import lovasz_extension  # noqa: F401  (re-exported)
 from jaxseg.losses.registry import register_loss
-
-
-def _check_labels_dtype(labels, name):
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise TypeError(f"{name}: labels must be integers (class ids, void = ignore_index), "
-                    f"got dtype {labels.dtype}")
-
-
-def _check_scores(logits, labels, name, *, channels: bool):
-  logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels)
-  if not jnp.issubdtype(logits.dtype, jnp.floating):
-    raise TypeError(f"{name}: logits must be floating point, got dtype {logits.dtype}")
-  _check_labels_dtype(labels, name)
-  spatial = logits.shape[:-1] if channels else logits.shape
-  what = "[B, H, W, C] (channels last)" if channels else "[B, H, W]"
-  if logits.ndim < (3 if channels else 2):
-    raise ValueError(f"{name}: logits must be {what}, got shape {logits.shape}")
-  if labels.shape != spatial:
-    raise ValueError(f"{name}: labels shape {labels.shape} does not match logits shape "
-                     f"{logits.shape}; expected labels of shape {spatial}")
-  return logits, labels
-
-
-def _valid_labels(labels, num_classes, ignore_index):
-  """Pixels that take part: a class id in ``[0, C)`` other than ``ignore_index``."""
-  return (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
 
 
 def _class_selection(classes, num_classes, present, class_ids):
@@ -118,7 +98,8 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
   Returns:
     A scalar in ``promote_types(logits.dtype, float32)``.
   """
-  logits, labels = _check_scores(logits, labels, "lovasz_softmax", channels=True)
+  logits, labels, ignore_index = check_logits_labels("lovasz_softmax", logits, labels,
+                                                     ignore_index=ignore_index)
   dtype = extension.compute_dtype(logits.dtype)
   extension.check_sort(sort, dtype, "lovasz_softmax")
   num_classes = logits.shape[-1]
@@ -170,7 +151,7 @@ def lovasz_softmax_class_losses(prob_rows, labels, class_ids, *, num_classes: in
   """
   class_ids = jnp.asarray(class_ids, jnp.int32)
   labels = labels.astype(jnp.int32)
-  valid = _valid_labels(labels, num_classes, ignore_index)                    # [G, P]
+  valid = valid_labels(labels, num_classes, ignore_index)[0]                 # [G, P]
   present = jnp.any((labels[:, :, None] == class_ids) & valid[:, :, None], axis=1)  # [G, K]
   selected = _class_selection(classes, num_classes, present, class_ids)
   has_valid = jnp.any(valid, axis=-1, keepdims=True)                          # [G, 1]
@@ -194,7 +175,7 @@ def _softmax_row(prob_rows, aux, r, *, num_classes, ignore_index):
   foreground = group_labels == class_ids[r % class_ids.shape[0]]
   p = prob_rows[r]
   target = foreground.astype(p.dtype)
-  valid = _valid_labels(group_labels, num_classes, ignore_index)
+  valid = valid_labels(group_labels, num_classes, ignore_index)[0]
   return jnp.abs(target - p), foreground, valid, None, jnp.sign(p - target)
 
 
@@ -215,7 +196,7 @@ def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index, sort):
   labels = labels.reshape(batch, -1)
   errors = errors_fn(scores.reshape(batch, -1).astype(extension.compute_dtype(scores.dtype)),
                      labels)
-  valid = _valid_labels(labels, 2, ignore_index)
+  valid = valid_labels(labels, 2, ignore_index)[0]
   foreground = labels == 1
   if not per_image:
     errors, foreground, valid = (x.reshape(1, -1) for x in (errors, foreground, valid))
@@ -244,7 +225,7 @@ def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 
   ``(L(F, y) + L(-F, 1 - y)) / 2``, the Jaccard losses of foreground and background.
 
   Args:
-    logits: ``[B, H, W]`` real-valued scores.
+    logits: ``[B, H, W]`` (or ``[B, H, W, 1]``) real-valued scores.
     labels: ``[B, H, W]`` int in ``{0, 1}`` or ``ignore_index``.
     per_image: mean over images of per-image losses (default) or one loss over the batch.
     ignore_index: the void label.
@@ -255,7 +236,8 @@ def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 
   Returns:
     A scalar in ``promote_types(logits.dtype, float32)``.
   """
-  logits, labels = _check_scores(logits, labels, "lovasz_hinge", channels=False)
+  logits, labels, ignore_index = check_logits_labels("lovasz_hinge", logits, labels,
+                                                     ignore_index=ignore_index, binary=True)
   extension.check_sort(sort, logits.dtype, "lovasz_hinge")
 
   def errors_fn(scores, lab):
@@ -280,7 +262,8 @@ def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int 
   Lovász-Softmax.
 
   Args:
-    probs: ``[B, H, W]`` foreground probabilities (logits with ``from_logits=True``).
+    probs: ``[B, H, W]`` (or ``[B, H, W, 1]``) foreground probabilities (logits with
+      ``from_logits=True``).
     labels: ``[B, H, W]`` int in ``{0, 1}`` or ``ignore_index``.
     per_image: mean over images of per-image losses, or one loss over the batch (default).
     ignore_index: the void label.
@@ -290,7 +273,9 @@ def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int 
   Returns:
     A scalar in ``promote_types(probs.dtype, float32)``.
   """
-  probs, labels = _check_scores(probs, labels, "lovasz_sigmoid", channels=False)
+  probs, labels, ignore_index = check_logits_labels("lovasz_sigmoid", probs, labels,
+                                                    ignore_index=ignore_index, binary=True,
+                                                    logits_arg="probs")
   extension.check_sort(sort, probs.dtype, "lovasz_sigmoid")
 
   def errors_fn(scores, lab):

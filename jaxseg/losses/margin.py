@@ -39,6 +39,10 @@ Notation (channels last): logits ``F`` ``[..., C]``, integer labels ``y`` ``[...
 Precision: the loss computes in ``promote_types(logits.dtype, float32)`` and returns a scalar of
 that dtype (float32 for float16, bfloat16 and float32 logits, also under JAX's global 64-bit mode;
 float64 for float64 logits); its gradient has the logits' dtype.
+
+Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
+``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
+static argument, at trace time.
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxseg._validation import check_logits_labels, compute_dtype
 
 __all__ = [
     "margin_offsets",
@@ -184,9 +189,9 @@ def margin_calibration_loss(
     ``ℓ = (1/C) [ C softplus(-(γ_y - ρ_y0)) + Σ_{c≠y} softplus(γ_c + ρ_0c) ]`` per valid pixel.
 
     Args:
-      logits: ``[..., C]`` float logits, ``C >= 2``; computed in
+      logits: ``[B, H, W, C]`` float logits, ``C >= 2``; computed in
         ``promote_types(logits.dtype, float32)`` (float32, or float64 for float64 logits).
-      labels: ``[...]`` integer labels in ``[0, C)`` or ``ignore_index``.
+      labels: ``[B, H, W]`` integer labels in ``[0, C)`` or ``ignore_index``.
       rho_0i: ``[C]`` offsets ``ρ_0c`` (constants), see :func:`margin_offsets`.
       rho_i0: ``[C]`` offsets ``ρ_c0`` (constants).
       ignore_index: label value of void pixels; they take no part.
@@ -195,22 +200,16 @@ def margin_calibration_loss(
       Scalar of the computation's dtype (float32, float64 for float64 logits); 0 with zero
       gradient when no pixel is valid.
     """
-    chex.assert_type(labels, int)
-    if logits.ndim < 1 or logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"logits [..., C] and labels [...] disagree: logits {logits.shape}, labels {labels.shape}"
-        )
+    logits, labels, ignore_index = check_logits_labels(
+        "margin_calibration_loss", logits, labels, ignore_index=ignore_index, min_classes=2)
     num_classes = logits.shape[-1]
-    if num_classes < 2:
-        raise ValueError(f"margin calibration needs C >= 2 classes, got logits {logits.shape}")
-    # float64 only under x64 (NumPy float64 logits without it compute in float32)
-    dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(logits.dtype, jnp.float32))
+    dtype = compute_dtype(logits.dtype)
     rho_0i = jnp.asarray(rho_0i, dtype)
     rho_i0 = jnp.asarray(rho_i0, dtype)
     if rho_0i.shape != (num_classes,) or rho_i0.shape != (num_classes,):
         raise ValueError(
-            f"offsets must have shape [C]=({num_classes},), got rho_0i {rho_0i.shape}, "
-            f"rho_i0 {rho_i0.shape}"
+            f"margin_calibration_loss: rho_0i and rho_i0 must have shape [C]=({num_classes},), "
+            f"got rho_0i {rho_0i.shape}, rho_i0 {rho_i0.shape}"
         )
     rho_0i = jax.lax.stop_gradient(rho_0i)
     rho_i0 = jax.lax.stop_gradient(rho_i0)

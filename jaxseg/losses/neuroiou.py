@@ -32,6 +32,10 @@ Precision: features, targets, the surrogate's evaluation and the loss are comput
 ``promote_types(logits.dtype, float32)``: float32 for float16, bfloat16 and float32 logits (also
 under JAX's global 64-bit mode), float64 for float64 logits (the float32 parameters are then
 promoted). The loss is a scalar of that dtype; its gradient has the logits' dtype.
+
+Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
+``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
+static argument, at trace time.
 """
 
 from __future__ import annotations
@@ -41,12 +45,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import chex
 import flax.linen as nn
 import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxseg._validation import check_logits_labels, compute_dtype
 
 __all__ = [
     "ACTIVATIONS",
@@ -73,11 +78,6 @@ FEATURE_KINDS = ("prob", "hinge")
 _FORMAT = "jaxseg.neuroiou_surrogate/1"
 
 
-def _compute_dtype(dtype: Any) -> Any:
-    """``promote_types(dtype, float32)``; float64 only when x64 is enabled."""
-    return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
-
-
 def _check_variant(kind: str, num_inputs: int) -> None:
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
@@ -96,8 +96,9 @@ def neuroiou_statistics(
     """Features, true IoU losses and kept-pair mask of every (image, class) pair.
 
     Args:
-      logits: ``[B, ..., C]`` float logits (computed in ``promote_types(logits.dtype, float32)``).
-      labels: ``[B, ...]`` integer labels in ``[0, C)`` or ``ignore_index``.
+      logits: ``[B, H, W, C]`` float logits (computed in
+        ``promote_types(logits.dtype, float32)``).
+      labels: ``[B, H, W]`` integer labels in ``[0, C)`` or ``ignore_index``.
       kind: ``"prob"`` (probability counts) or ``"hinge"`` (one-vs-rest hinge counts).
       num_inputs: 3 (normalised sums) or 6 (sums and set means).
       ignore_index: void label; void pixels take no part in any set or count.
@@ -110,14 +111,10 @@ def neuroiou_statistics(
       ``keep`` ``[B, C]`` bool, False for pairs absent from both ground truth and prediction.
     """
     _check_variant(kind, num_inputs)
-    chex.assert_type(labels, int)
-    if logits.ndim < 2 or logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            "logits [B, ..., C] and labels [B, ...] disagree: "
-            f"logits {logits.shape}, labels {labels.shape}"
-        )
+    logits, labels, ignore_index = check_logits_labels(
+        "neuroiou_statistics", logits, labels, ignore_index=ignore_index)
     batch, num_classes = logits.shape[0], logits.shape[-1]
-    dtype = _compute_dtype(logits.dtype)
+    dtype = compute_dtype(logits.dtype)
     logits = logits.astype(dtype).reshape(batch, -1, num_classes)
     labels = labels.reshape(batch, -1)
     valid = labels != ignore_index  # [B, P]
@@ -178,7 +175,7 @@ class NeuroIoUSurrogate(nn.Module):
                 f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
             )
         act = ACTIVATIONS[self.activation]
-        x = x.astype(_compute_dtype(x.dtype))  # float32 parameters promote to float64 inputs
+        x = x.astype(compute_dtype(x.dtype))  # float32 parameters promote to float64 inputs
         for i, width in enumerate(self.hidden):
             x = act(nn.Dense(int(width), name=f"hidden_{i}")(x))
         return nn.Dense(1, name="out")(x)[..., 0]
@@ -226,7 +223,7 @@ class Surrogate:
                 f"surrogate expects {self.num_inputs} features, got shape {features.shape}"
             )
         params = jax.lax.stop_gradient(self.params)
-        dtype = _compute_dtype(features.dtype)
+        dtype = compute_dtype(features.dtype)
         x = features.astype(dtype)
         if self.feature_mean is not None:
             x = x - jnp.asarray(self.feature_mean, dtype)
@@ -267,6 +264,8 @@ def neuroiou_loss(
     """
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a jaxseg Surrogate, got {type(surrogate).__name__}")
+    logits, labels, ignore_index = check_logits_labels(
+        "neuroiou_loss", logits, labels, ignore_index=ignore_index)
     features, _, keep = neuroiou_statistics(
         logits,
         labels,

@@ -50,6 +50,10 @@ a 1-D distance along the columns, then a min-plus ``min_k g(i,k)² + (j-k)²`` a
 the row pass done as a brute-force min over the window ``|j - k| <= r``, ``r = ceil(R)``, in int32.
 The result is exactly ``min(EDT, R)``; ``R = None`` gives the exact EDT (window = the width, cost
 ``O(H W²)`` per map instead of ``O(H W R)``).
+
+Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
+``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
+static argument, at trace time.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxseg._validation import check_logits_labels
 from jaxseg.losses import extension
 from jaxseg.losses.registry import register_loss
 
@@ -147,17 +152,8 @@ def pixiou_loss(
       A scalar in ``promote_types(logits.dtype, float32)``; 0 with zero gradient when nothing is selected or valid. With
       ``distance_weight = location_weight = 0`` it equals ``lovasz_softmax`` with the same options.
     """
-    logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise TypeError(f"pixiou_loss: logits must be floating point, got dtype {logits.dtype}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"pixiou_loss: labels must be integers, got dtype {labels.dtype}")
-    if logits.ndim != 4 or labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            "pixiou_loss: logits must be [B, H, W, C] and labels [B, H, W], got "
-            f"{logits.shape} and {labels.shape}"
-        )
+    logits, labels, ignore_index = check_logits_labels(
+        "pixiou_loss", logits, labels, ignore_index=ignore_index)
     if distance_weight < 0 or location_weight < 0:
         raise ValueError(
             f"pixiou_loss: weights must be >= 0, got distance_weight={distance_weight}, "

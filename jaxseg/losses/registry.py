@@ -28,8 +28,9 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
+
+from jaxseg._validation import compute_dtype
 
 LossFn = Callable[..., Any]
 Builder = Callable[..., LossFn]
@@ -125,7 +126,7 @@ def build_loss(config: Any) -> LossFn:
 
     def weighted_sum(logits, labels):
       given = logits.dtype if hasattr(logits, "dtype") else jnp.asarray(logits).dtype
-      dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(given, jnp.float32))
+      dtype = compute_dtype(given)
       total = None
       for weight, fn in zip(weights, fns):
         # Python weights are weakly typed: they never promote a term

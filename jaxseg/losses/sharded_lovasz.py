@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from jaxseg._validation import check_logits_labels
 from jaxseg.losses.extension import compute_dtype
 from jaxseg.losses.lovasz import lovasz_softmax_class_losses
 
@@ -60,16 +61,13 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
   divisible by its size. ``sort`` is the sort formulation of ``jaxseg.losses.lovasz_softmax``.
   The value has dtype ``promote_types(logits.dtype, float32)``.
   """
-  if logits.ndim != 4:
-    raise ValueError(f"logits must be [B, H, W, C], got shape {logits.shape}.")
-  if labels.shape != logits.shape[:3]:
-    raise ValueError(f"labels must be [B, H, W] = {logits.shape[:3]}, got {labels.shape}.")
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
+  logits, labels, ignore_index = check_logits_labels(
+      "lovasz_softmax_all_to_all", logits, labels, ignore_index=ignore_index)
   n_dev = mesh.shape[axis_name]
   batch, _, _, num_classes = logits.shape
   if batch % n_dev:
-    raise ValueError(f"batch size {batch} is not divisible by the {n_dev} devices of mesh axis "
+    raise ValueError(f"lovasz_softmax_all_to_all: batch size {batch} is not divisible by the "
+                     f"{n_dev} devices of mesh axis "
                      f"{axis_name!r}.")
   if class_weights is not None:
     class_weights = lax.stop_gradient(jnp.asarray(class_weights, compute_dtype(logits.dtype)))
