@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -35,7 +34,6 @@ from typing import Optional
 
 import jax
 import ml_collections
-import numpy as np
 from tqdm import tqdm
 
 from jaxseg import data as data_lib
@@ -50,7 +48,8 @@ from jaxseg.training import optim as optim_lib
 from jaxseg.training import steps as steps_lib
 from jaxseg.training.initialization import ConfigError, create_train_state, to_dict
 from jaxseg.training.loss_setup import create_loss, describe_loss
-from jaxseg.training.metric_writer import MetricLogger
+from jaxseg.training.metric_writer import (MetricLogger, TrainWindow, read_evaluation,
+                                           write_evaluation)
 from jaxseg.training.state import TrainState
 
 # ----------------------------------------------------------------------------------------------
@@ -248,34 +247,27 @@ def _percent(value) -> str:
   return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def _write_eval(run: Run, step: int, summary: dict, logger: MetricLogger) -> None:
-  """Logs the defined scores of ``summary`` (Cityscapes: class and category IoU and iIoU too; per
-  name as ``iou/<class>``, ``iiou/<class>``, ``category_iou/<category>``, ...) and writes it,
-  confusion matrix included, to ``eval_<step>.json``."""
-  scalars = ("miou", "pixel_accuracy", "majority_class_miou", "loss", "iiou", "category_miou",
-             "category_iiou")
-  per_name = {"per_class_iou": "iou", "per_class_iiou": "iiou",
-              "per_category_iou": "category_iou", "per_category_iiou": "category_iiou"}
-  values = {k: summary[k] for k in scalars if summary.get(k) is not None}
-  for key, prefix in per_name.items():
-    values.update({f"{prefix}/{name}": v for name, v in summary.get(key, {}).items()
-                   if v is not None})
-  logger.write(step, "eval", values)
-  if jax.process_index() == 0:
-    eval_lib.save_summary(os.path.join(run.workdir, f"eval_{step:06d}.json"), summary, step=step)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from ``workdir`` if it holds checkpoints) and evaluates; returns the final
   evaluation summary (``per_class_iou``, ``miou``, ``majority_class_miou``, ...)."""
   t_start = time.time()
   run = Run(config, workdir)
-  is_main = jax.process_index() == 0
-  if is_main and run.warmup_steps[0] != run.warmup_steps[1]:
-    print(f"config.schedule.warmup_steps={run.warmup_steps[0]} is not shorter than the run "
-          f"(config.num_train_steps={config.num_train_steps}): warming up over "
-          f"{run.warmup_steps[1]} step(s) instead.", flush=True)
+  try:
+    summary = _train(run)
+  finally:
+    run.checkpointer.close()
+  if jax.process_index() == 0:
+    print(f"Total time {time.time() - t_start:.1f} s; outputs in {run.workdir}", flush=True)
+  return summary
+
+
+def _train(run: Run) -> dict:
+  config, is_main = run.config, jax.process_index() == 0
   if is_main:
+    if run.warmup_steps[0] != run.warmup_steps[1]:
+      print(f"config.schedule.warmup_steps={run.warmup_steps[0]} is not shorter than the run "
+            f"(config.num_train_steps={config.num_train_steps}): warming up over "
+            f"{run.warmup_steps[1]} step(s) instead.", flush=True)
     ckpt_lib.write_json(os.path.join(run.workdir, "config.json"), config.to_dict())
   total_steps = int(config.num_train_steps)
   # Open the input pipeline first: a missing dataset fails before anything is compiled.
@@ -286,8 +278,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if start_step != latest:
     raise ckpt_lib.IncompatibleCheckpointError(
         f"The checkpoint of step {latest} holds step {start_step}.")
+  eval_every = int(config.eval_every_steps)
+  log_every = int(config.log_every_steps)
+
+  def eval_due(step: int) -> bool:
+    return (eval_every > 0 and step % eval_every == 0) or step >= total_steps
+
+  # The evaluation due at the checkpoint's step, if a killed run did not write it.
+  redo_eval = (start_step > 0 and eval_due(start_step)
+               and read_evaluation(run.workdir, start_step) is None)
   logger = MetricLogger(run.workdir, truncate_after=start_step,
-                        tensorboard=bool(config.get("tensorboard", True)))
+                        tensorboard=bool(config.get("tensorboard", True)),
+                        redo_eval_at=start_step if redo_eval else None)
   train_step = steps_lib.make_train_step(
       run.mesh, loss_fn=run.loss_fn, learning_rate_fn=run.lr_fn,
       freeze_batch_stats=bool(config.get("freeze_batch_stats", False)),
@@ -297,8 +299,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = run.make_eval_step()
   predict_fn = figures.make_predict_fn(run.mesh, run.model.apply, scales=run.eval_scales,
                                        flip=run.eval_flip)
-  eval_every = int(config.eval_every_steps)
-  log_every = int(config.log_every_steps)
   summary = None
 
   if is_main:
@@ -309,70 +309,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
              disable=not (is_main and config.get("progress_bar", True)), file=sys.stdout)
-  pending: list[tuple[int, dict]] = []   # (step, device metrics) not yet checked / logged
-  window: list[dict] = []
 
-  def check(step_metrics: tuple[int, dict]) -> None:
-    step, m = step_metrics
-    host = jax.device_get(m)
-    loss, grad_norm = float(host["loss"]), float(host["grad_norm"])
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-      latest = run.checkpointer.latest_step()
-      raise ckpt_lib.NonFiniteError(
-          f"Non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step}: "
-          f"stopping. Nothing was saved after the "
-          f"last good checkpoint (step {latest}) in {run.checkpointer.directory}. Lower "
-          f"config.schedule.base_lr, set config.optim.clip_grad_norm, or check the data.")
-    window.append({k: float(v) for k, v in host.items()})
+  def non_finite(step: int, loss: float, grad_norm: float) -> Exception:
+    return ckpt_lib.NonFiniteError(
+        f"Non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step}: "
+        f"stopping. Nothing was saved after the last good checkpoint (step "
+        f"{run.checkpointer.latest_step()}) in {run.checkpointer.directory}. Lower "
+        f"config.schedule.base_lr, set config.optim.clip_grad_norm, or check the data.")
 
-  t_window = time.time()
+  window = TrainWindow(non_finite)
+
+  def evaluate(state: TrainState, step: int) -> None:
+    """Evaluates, logs and draws ``state``."""
+    nonlocal summary
+    summary, eval_batch = run.run_evaluation(state, eval_step)
+    write_evaluation(logger, run.workdir, step, summary)
+    bar.write(f"step {step}: eval mIoU {_percent(summary['miou'])} "
+              f"(majority-class baseline {_percent(summary['majority_class_miou'])})")
+    if config.get("figures", True):
+      figures.save_figures(run.workdir, step, predict_fn, state.variables, eval_batch,
+                           run.mesh, config=config, ignore_index=run.ignore_index)
+
   try:
+    if redo_eval:
+      evaluate(state, start_step)
     for step in range(start_step + 1, total_steps + 1):
       batch = sharding.global_batch(next(train_iter), run.mesh)
       state, metrics = train_step(state, batch)
-      # Check the previous step while this one runs (keeps one step in flight).
-      while pending:
-        check(pending.pop(0))
-      pending.append((step, metrics))
+      window.add(step, metrics)   # checks the previous step while this one runs
       bar.update(1)
       is_log = step % log_every == 0 or step == total_steps
-      is_eval = (eval_every > 0 and step % eval_every == 0) or step == total_steps
+      is_eval = eval_due(step)
       is_ckpt = step % int(config.checkpoint_every_steps) == 0 or step == total_steps
       if is_log or is_eval or is_ckpt:
-        while pending:
-          check(pending.pop(0))
-      if is_log and window:
-        values = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-        elapsed = time.time() - t_window
-        values["steps_per_sec"] = len(window) / max(elapsed, 1e-9)
+        window.check()
+      values = window.mean() if is_log else None
+      if values:
         logger.write(step, "train", values)
         bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.3f}")
-        window.clear()
-        t_window = time.time()
       if is_ckpt:
         run.checkpointer.save(state, force=step == total_steps)
       if is_eval:
-        summary, eval_batch = run.run_evaluation(state, eval_step)
-        _write_eval(run, step, summary, logger)
-        bar.write(f"step {step}: eval mIoU {_percent(summary['miou'])} "
-                  f"(majority-class baseline {_percent(summary['majority_class_miou'])})")
-        if config.get("figures", True):
-          figures.save_figures(run.workdir, step, predict_fn, state.variables, eval_batch,
-                               run.mesh, config=config, ignore_index=run.ignore_index)
-        t_window = time.time()
+        evaluate(state, step)
+        window.restart_clock()
   finally:
     bar.close()
-    run.checkpointer.close()
     logger.close()
 
   final_step = int(jax.device_get(state.step))
-  if summary is None:  # nothing left to train: evaluate the restored state
-    summary, _ = run.run_evaluation(state, eval_step)
-    _write_eval(run, final_step, summary, logger)
-  if is_main:
+  if summary is None:  # a finished run started again: its final evaluation is on disk
+    summary = read_evaluation(run.workdir, final_step)
+    if is_main:
+      print(f"The run is complete: the evaluation of step {final_step} is in "
+            f"{run.workdir}/eval_{final_step:06d}.json (mIoU {_percent(summary['miou'])}).")
+  elif is_main:
     print(run.eval_metrics.table(f"Evaluation of step {final_step} on "
                                  f"{config.data.name}/{config.data.get('eval_split', '')}"))
-    print(f"Total time {time.time() - t_start:.1f} s; outputs in {run.workdir}", flush=True)
   summary["step"] = final_step
   return summary
 
