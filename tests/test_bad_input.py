@@ -4,6 +4,8 @@ bad inputs through every registered loss (``available_losses()``) and every metr
 * a wrong dtype raises ``TypeError``; a wrong rank or shape, or a bad static argument,
   ``ValueError``; at trace time (eagerly and under ``jit`` alike), with a message naming the
   argument;
+* label values are never an error inside a loss or metric: anything outside ``[0, C)`` is void,
+  exactly as ``ignore_index`` is;
 * binary losses take ``[B, H, W]`` or ``[B, H, W, 1]`` logits, all of them.
 """
 
@@ -28,6 +30,14 @@ SCORES_ARG = {"lovasz_sigmoid": "probs"}  # the name of the scores argument, whe
 PER_IMAGE = ("lovasz_hinge", "lovasz_sigmoid", "lovasz_softmax", "pixiou", "soft_dice",
              "soft_jaccard", "tversky")
 LOSSES = available_losses()
+# every loss, and the losses with a per-image mode in both modes
+VARIANTS = [(n, {}) for n in LOSSES] + [(n, {"per_image": p}) for n in PER_IMAGE
+                                         for p in (False, True)]
+
+
+def _id(variant):
+  name, kwargs = variant
+  return name + "".join(f"-{k}={v}" for k, v in kwargs.items())
 
 
 def loss_fn(name, **kwargs):
@@ -121,8 +131,28 @@ def test_sharded_lovasz_follows_the_contract():
 
 
 # ----------------------------------------------------------------------------------------------
-# Valid edge cases: the binary trailing channel
+# Valid edge cases: label values, the binary trailing channel
 # ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_id)
+def test_labels_out_of_range_are_void(variant):
+  """Void under jit: a label outside [0, C) counts exactly as ignore_index does."""
+  name, kwargs = variant
+  logits, labels = inputs(name, seed=1)
+  classes = 2 if name in BINARY else C
+  void = labels == VOID
+  assert void.sum() >= 4
+  strange = labels.copy()
+  strange[void] = np.resize([classes, -1, 1000, classes + 1], int(void.sum()))
+  fn = jax.jit(jax.value_and_grad(loss_fn(name, **kwargs)))
+  want_value, want_grad = fn(logits, labels)
+  got_value, got_grad = fn(logits, strange)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-6)
+  np.testing.assert_allclose(got_grad, want_grad, rtol=1e-6, atol=1e-9)
+  if name not in BINARY:  # the labels the binary losses void at C = 2 are the others' classes
+    want_value = fn(logits, np.full_like(labels, VOID))[0]
+    assert float(fn(logits, np.full_like(labels, -3))[0]) == float(want_value) == 0.0
 
 
 @pytest.mark.parametrize("name", BINARY)
@@ -207,6 +237,17 @@ def test_metric_rejects_bad_input(name, case):
 def test_per_image_metrics_need_an_image_axis(name):
   with pytest.raises(ValueError, match="image axis"):
     METRICS[name](np.int32(1), np.int32(1))
+
+
+def test_metrics_count_labels_out_of_range_nowhere():
+  p, y = metric_inputs(seed=3)
+  strange = y.copy()
+  void = y == VOID
+  strange[void] = np.resize([C, -1, 1000], int(void.sum()))
+  for name in ("confusion_matrix", "per_image_iou", "batch_statistics", "instance_counts"):
+    want, got = METRICS[name](p, y), METRICS[name](p, strange)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+  np.testing.assert_array_equal(m.check_labels(strange, C), [-1, C, 1000])
 
 
 CONFUSION_FUNCTIONS = [m.iou_from_confusion, m.mean_iou, m.pixel_accuracy, m.class_accuracy,

@@ -10,6 +10,9 @@ bool included); a wrong rank or shape, or a bad static argument (``ignore_index`
 unknown option), raises ``ValueError``; each message names the loss and the argument and says
 what was expected. Multi-class logits are ``[B, H, W, C]`` (channels last), binary logits
 ``[B, H, W]`` or ``[B, H, W, 1]`` (every binary loss takes both), labels ``[B, H, W]``.
+Label values are never checked (under ``jit`` they are not known): a label outside ``[0, C)``
+(``{0, 1}`` for the binary losses) is void, in every loss, exactly as ``ignore_index`` is; the
+data layer rejects such labels on the host where it reads them.
 """
 
 from jaxseg.losses.classic import (binary_cross_entropy, binary_hinge_loss, cross_entropy,

@@ -7,7 +7,8 @@ Every loss here is the Lovász extension (``jaxseg.losses.extension``) of the Ja
 class, evaluated on a vector of per-pixel errors and averaged over classes (and images). The
 conventions are those of the authors' reference code, which users rely on:
 
-* void pixels (``labels == ignore_index``) take no part: neither as errors nor in any count;
+* void pixels (``labels == ignore_index``, and any label outside ``[0, C)``: ``{0, 1}`` for the
+  binary losses) take no part: neither as errors nor in any count;
 * no valid pixel, or no selected class present, gives 0 with a zero gradient (never NaN);
 * a selected class absent from the ground truth costs its largest error (``classes="all"`` or an
   explicit tuple); under ``classes="present"`` it is not selected;

@@ -42,7 +42,8 @@ float64 for float64 logits); its gradient has the logits' dtype.
 
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
-static argument, at trace time.
+static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
+void, as ``ignore_index`` is.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg._validation import check_logits_labels, compute_dtype
+from jaxseg._validation import check_logits_labels, compute_dtype, valid_labels
 
 __all__ = [
     "margin_offsets",
@@ -191,7 +192,8 @@ def margin_calibration_loss(
     Args:
       logits: ``[B, H, W, C]`` float logits, ``C >= 2``; computed in
         ``promote_types(logits.dtype, float32)`` (float32, or float64 for float64 logits).
-      labels: ``[B, H, W]`` integer labels in ``[0, C)`` or ``ignore_index``.
+      labels: ``[B, H, W]`` integer labels in ``[0, C)`` or ``ignore_index``; any other value
+        is void too.
       rho_0i: ``[C]`` offsets ``ρ_0c`` (constants), see :func:`margin_offsets`.
       rho_i0: ``[C]`` offsets ``ρ_c0`` (constants).
       ignore_index: label value of void pixels; they take no part.
@@ -215,8 +217,7 @@ def margin_calibration_loss(
     rho_i0 = jax.lax.stop_gradient(rho_i0)
 
     logits = logits.astype(dtype)
-    valid = labels != ignore_index
-    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    valid, safe_labels = valid_labels(labels, num_classes, ignore_index)
     onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=dtype)
     gamma = top2_margins(logits)
     positive = num_classes * jax.nn.softplus(-(gamma - rho_i0))  # ground-truth class term

@@ -35,7 +35,8 @@ promoted). The loss is a scalar of that dtype; its gradient has the logits' dtyp
 
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
-static argument, at trace time.
+static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
+void, as ``ignore_index`` is.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg._validation import check_logits_labels, compute_dtype
+from jaxseg._validation import check_logits_labels, compute_dtype, valid_labels
 
 __all__ = [
     "ACTIVATIONS",
@@ -101,7 +102,8 @@ def neuroiou_statistics(
       labels: ``[B, H, W]`` integer labels in ``[0, C)`` or ``ignore_index``.
       kind: ``"prob"`` (probability counts) or ``"hinge"`` (one-vs-rest hinge counts).
       num_inputs: 3 (normalised sums) or 6 (sums and set means).
-      ignore_index: void label; void pixels take no part in any set or count.
+      ignore_index: void label; void pixels (this label, or any label outside ``[0, C)``) take
+        no part in any set or count.
 
     Returns:
       ``features`` ``[B, C, num_inputs]`` float32, float64 for float64 logits (differentiable
@@ -117,8 +119,7 @@ def neuroiou_statistics(
     dtype = compute_dtype(logits.dtype)
     logits = logits.astype(dtype).reshape(batch, -1, num_classes)
     labels = labels.reshape(batch, -1)
-    valid = labels != ignore_index  # [B, P]
-    safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+    valid, safe = valid_labels(labels, num_classes, ignore_index)  # [B, P]
     vf = valid[..., None].astype(dtype)
     gt = jax.nn.one_hot(safe, num_classes, dtype=dtype) * vf  # [B, P, C]
     # lax.argmax: int32 indices (jnp.argmax's are int64 under x64), first maximum as jnp.argmax

@@ -53,7 +53,8 @@ The result is exactly ``min(EDT, R)``; ``R = None`` gives the exact EDT (window 
 
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
-static argument, at trace time.
+static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
+void, as ``ignore_index`` is.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxseg._validation import check_logits_labels
+from jaxseg._validation import check_logits_labels, valid_labels
 from jaxseg.losses import extension
 from jaxseg.losses.registry import register_loss
 
@@ -140,7 +141,8 @@ def pixiou_loss(
 
     Args:
       logits: ``[B, H, W, C]`` scores (probabilities with ``from_logits=False``).
-      labels: ``[B, H, W]`` int labels, ``ignore_index`` for void pixels.
+      labels: ``[B, H, W]`` int labels, ``ignore_index`` for void pixels (any label outside
+        ``[0, C)`` is void too).
       distance_weight: ``λ >= 0``, weight of the modular false-positive distance term.
       location_weight: ``α >= 0``, growth of the Jaccard pixel weights with the distance.
       radius: truncation radius ``R`` of the distances, pixels; None: no truncation, distances
@@ -173,7 +175,7 @@ def pixiou_loss(
             )
     scores = logits.astype(dtype)
     probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
-    valid = labels != ignore_index  # [B, H, W]
+    valid = valid_labels(labels, num_classes, ignore_index)[0]  # [B, H, W]
     class_ids = jnp.arange(num_classes, dtype=jnp.int32)
     foreground = (labels[:, None] == class_ids[None, :, None, None]) & valid[:, None]  # [B,C,H,W]
     use_distances = distance_weight > 0 or location_weight > 0
