@@ -15,6 +15,7 @@ Workdir layout::
 
     config.json                 the run's config (JSON)
     checkpoints/<step>/         orbax checkpoints (state + meta)
+    checkpoints.damaged/<step>/ damaged checkpoints moved aside on resume
     metrics.jsonl               one JSON object per logged step: step, split, loss, metrics
     tensorboard/                TensorBoard event files (tensorboardX)
     figures/curves.png          training curves; figures/predictions_<step>.png overlays
@@ -189,19 +190,6 @@ class Run:
     rng = jax.random.PRNGKey(int(self.config.seed))
     return create_train_state(self.config, self.model, self.mesh, self.lr_fn, rng)
 
-  def restore_or_init(self) -> TrainState:
-    """The latest checkpoint of the workdir if any, else a fresh (or ``init_from``) state."""
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      self.checkpointer.check_compatible(latest)
-    state = self.initial_state()
-    if latest is not None:
-      state = self.checkpointer.restore(state, latest)
-      if jax.process_index() == 0:
-        print(f"Resumed from the checkpoint of step {latest} in {self.checkpointer.directory}.",
-              flush=True)
-    return state
-
   def eval_iterator(self):
     return data_lib.create_eval_iterator(
         **self.eval_data, global_batch_size=self.eval_batch_size,
@@ -273,11 +261,10 @@ def _train(run: Run) -> dict:
   # Open the input pipeline first: a missing dataset fails before anything is compiled.
   latest = run.checkpointer.latest_step() or 0
   train_iter = run.train_iterator(latest) if latest < total_steps else None
-  state = run.restore_or_init()
-  start_step = int(jax.device_get(state.step))
-  if start_step != latest:
-    raise ckpt_lib.IncompatibleCheckpointError(
-        f"The checkpoint of step {latest} holds step {start_step}.")
+  # The newest checkpoint that reads whole (damaged newer ones are moved aside), or a fresh state.
+  state, start_step = run.checkpointer.restore_latest(run.initial_state())
+  if start_step != latest and start_step < total_steps:  # a damaged checkpoint was moved aside
+    train_iter = run.train_iterator(start_step)
   eval_every = int(config.eval_every_steps)
   log_every = int(config.log_every_steps)
 
