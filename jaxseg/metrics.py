@@ -21,6 +21,9 @@ on the host.
 
     IoU_c = cm[c, c] / (sum_p cm[c, p] + sum_g cm[g, c] - cm[c, c])     (TP / (TP + FP + FN))
 
+**Empty batches** (``B``, ``H`` or ``W`` = 0) are valid input and count nothing: a zero confusion
+matrix, per-image results with 0 rows, undefined (NaN) scores by the rule below.
+
 **The 0/0 convention**: a class absent from both the ground truth and the prediction has union 0
 and IoU NaN; every mean (``mean_iou`` and the others) is a mean over the non-NaN entries only; a
 mean with no non-NaN entry is NaN. The same holds for class accuracy (NaN for a class with no

@@ -6,6 +6,8 @@ bad inputs through every registered loss (``available_losses()``) and every metr
   argument;
 * label values are never an error inside a loss or metric: anything outside ``[0, C)`` is void,
   exactly as ``ignore_index`` is;
+* an empty batch (``B``, ``H`` or ``W`` = 0) is valid: every loss gives 0 with a zero gradient,
+  every metric counts nothing (NaN scores);
 * binary losses take ``[B, H, W]`` or ``[B, H, W, 1]`` logits, all of them.
 """
 
@@ -128,11 +130,23 @@ def test_sharded_lovasz_follows_the_contract():
       assert word in str(info.value), (case, str(info.value))
   with pytest.raises(ValueError, match="ignore_index"):
     fn(logits, labels, ignore_index=2.5)
+  value, grad = jax.value_and_grad(fn)(jnp.zeros((0, H, W, C)), jnp.zeros((0, H, W), jnp.int32))
+  assert float(value) == 0.0 and grad.shape == (0, H, W, C)
 
 
 # ----------------------------------------------------------------------------------------------
-# Valid edge cases: label values, the binary trailing channel
+# Valid edge cases: empty batches, label values, the binary trailing channel
 # ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(0, H, W), (B, 0, W), (B, H, 0)], ids=["B=0", "H=0", "W=0"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=_id)
+def test_empty_batch_gives_zero_with_zero_gradient(variant, shape):
+  name, kwargs = variant
+  logits, labels = inputs(name, shape)
+  value, grad = jax.jit(jax.value_and_grad(loss_fn(name, **kwargs)))(logits, labels)
+  assert value.shape == () and value.dtype == jnp.float32 and float(value) == 0.0
+  assert grad.shape == logits.shape and grad.dtype == logits.dtype
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_id)
@@ -239,6 +253,23 @@ def test_per_image_metrics_need_an_image_axis(name):
     METRICS[name](np.int32(1), np.int32(1))
 
 
+@pytest.mark.parametrize("shape", [(0, H, W), (B, 0, W)], ids=["B=0", "H=0"])
+def test_metrics_of_an_empty_batch_count_nothing(shape):
+  p, y = metric_inputs(shape)
+  np.testing.assert_array_equal(m.confusion_matrix(p, y, C), np.zeros((C, C)))
+  assert m.per_image_iou(p, y, C).shape == (shape[0], C)
+  assert m.per_image_mean_iou(p, y, C).shape == (shape[0],)
+  assert np.isnan(float(m.batch_mean_iou(p, y, C)))
+  stats = m.batch_statistics(p, y, C)
+  assert int(stats["image_count"]) == 0 and float(stats["image_iou_sum"]) == 0.0
+  acc = m.MetricAccumulator(C)
+  acc.update(p, y)
+  res = acc.result()
+  assert np.isnan(res["miou"]) and np.isnan(res["pixel_accuracy"]) and np.isnan(res["image_miou"])
+  assert res["num_images"] == 0 and res["num_pixels"] == 0
+  assert acc.summary()["miou"] is None
+
+
 def test_metrics_count_labels_out_of_range_nowhere():
   p, y = metric_inputs(seed=3)
   strange = y.copy()
@@ -263,3 +294,5 @@ def test_functions_of_a_confusion_matrix(fn):
     fn(np.zeros((3, 4), np.int64))
   with pytest.raises(TypeError, match="cm"):
     fn(np.zeros((3, 3), bool))
+  empty = np.asarray(fn(np.zeros((3, 3), np.int64)), np.float64)
+  assert np.isnan(empty).all() or not empty.any()  # undefined (NaN), or merged zero counts

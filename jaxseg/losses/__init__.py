@@ -12,7 +12,9 @@ what was expected. Multi-class logits are ``[B, H, W, C]`` (channels last), bina
 ``[B, H, W]`` or ``[B, H, W, 1]`` (every binary loss takes both), labels ``[B, H, W]``.
 Label values are never checked (under ``jit`` they are not known): a label outside ``[0, C)``
 (``{0, 1}`` for the binary losses) is void, in every loss, exactly as ``ignore_index`` is; the
-data layer rejects such labels on the host where it reads them.
+data layer rejects such labels on the host where it reads them. An empty batch (``B``, ``H`` or
+``W`` = 0, known from the static shape) gives 0 with a zero gradient, as a batch without a valid
+pixel does.
 """
 
 from jaxseg.losses.classic import (binary_cross_entropy, binary_hinge_loss, cross_entropy,

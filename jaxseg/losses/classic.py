@@ -14,8 +14,9 @@ Conventions shared by all losses of this module:
   (void, or a label out of range) is masked out of every sum (masked with ``jnp.where``, never
   filtered, so shapes stay static and there is no Python branching on values). Use
   :func:`jaxseg.metrics.check_labels` on the host to detect out-of-range labels.
-* **No valid pixel gives 0 with a zero gradient**, never NaN (and likewise a region loss with no
-  selected class, and a weighted cross-entropy whose valid pixels all have weight 0).
+* **No valid pixel gives 0 with a zero gradient**, never NaN (and likewise an empty batch, a
+  region loss with no selected class, and a weighted cross-entropy whose valid pixels all have
+  weight 0).
 * **Precision.** The computation runs in ``promote_types(logits.dtype, float32)`` and every loss
   returns a scalar of exactly that dtype: float32 for float16, bfloat16 and float32 logits, float64
   for float64 logits (which exist only under JAX's global 64-bit mode, ``jax_enable_x64``); with
@@ -43,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg._validation import check_logits_labels
+from jaxseg._validation import check_logits_labels, empty_loss, is_empty
 from jaxseg._validation import compute_dtype as _compute_dtype
 from jaxseg._validation import valid_labels as _valid_labels
 
@@ -147,6 +148,8 @@ def cross_entropy(
     eps = _check_nonnegative(name, "label_smoothing", label_smoothing)
     if eps > 1:
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
     log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
@@ -231,6 +234,8 @@ def focal_loss(
     logits, labels, ignore_index = check_logits_labels(name, logits, labels,
                                                        ignore_index=ignore_index)
     gamma = _check_nonnegative(name, "gamma", gamma)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
     log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
@@ -282,6 +287,8 @@ def hinge_loss(
     logits, labels, ignore_index = check_logits_labels(name, logits, labels,
                                                        ignore_index=ignore_index)
     margin = _check_nonnegative(name, "margin", margin)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
     valid, y = _valid_labels(labels, num_classes, ignore_index)
@@ -320,6 +327,8 @@ def binary_hinge_loss(
     logits, labels, ignore_index = check_logits_labels(name, logits, labels,
                                                        ignore_index=ignore_index, binary=True)
     margin = _check_nonnegative(name, "margin", margin)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     dtype = _compute_dtype(logits.dtype)
     valid, y = _valid_labels(labels, 2, ignore_index)
     signs = 2.0 * y.astype(dtype) - 1.0
@@ -358,6 +367,8 @@ def binary_cross_entropy(
     name = "binary_cross_entropy"
     logits, labels, ignore_index = check_logits_labels(name, logits, labels,
                                                        ignore_index=ignore_index, binary=True)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     dtype = _compute_dtype(logits.dtype)
     valid, y = _valid_labels(labels, 2, ignore_index)
     f = logits.astype(dtype)
@@ -375,15 +386,13 @@ def binary_cross_entropy(
 
 
 def _region_inputs(
-    name: str, logits: Any, labels: Any, ignore_index: int, from_logits: bool, per_image: bool
+    logits: Any, labels: Any, ignore_index: int, from_logits: bool, per_image: bool
 ) -> tuple[Any, Any, Any, Any]:
     """Soft counts ``(tp, fp, fn, gt_count)``, each ``[C]`` (or ``[B, C]`` per image).
 
     ``tp_c = sum p_c y_c``, ``fp_c = sum p_c (1 - y_c)``, ``fn_c = sum (1 - p_c) y_c`` over valid
     pixels, with ``p`` the softmax probabilities and ``y`` the one-hot labels.
     """
-    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
-                                                       ignore_index=ignore_index)
     num_classes = logits.shape[-1]
     dtype = _compute_dtype(logits.dtype)
     x = logits.astype(dtype)
@@ -458,8 +467,11 @@ def _region_loss(
     similarity index (Dice, Tversky or Jaccard, 0/0 := 1); the class selection, weights and
     per-image mean are those described in :func:`soft_dice_loss`.
     """
-    tp, fp, fn, gt_count = _region_inputs(name, logits, labels, ignore_index, from_logits,
-                                          per_image)
+    logits, labels, ignore_index = check_logits_labels(name, logits, labels,
+                                                       ignore_index=ignore_index)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
+    tp, fp, fn, gt_count = _region_inputs(logits, labels, ignore_index, from_logits, per_image)
     index = index_fn(tp, fp, fn)
     weights = _class_weights_for_selection(name, classes, gt_count, class_weights, tp.dtype)
     return _reduce_classes_and_images(1.0 - index, weights, per_image)

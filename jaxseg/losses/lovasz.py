@@ -9,7 +9,8 @@ conventions are those of the authors' reference code, which users rely on:
 
 * void pixels (``labels == ignore_index``, and any label outside ``[0, C)``: ``{0, 1}`` for the
   binary losses) take no part: neither as errors nor in any count;
-* no valid pixel, or no selected class present, gives 0 with a zero gradient (never NaN);
+* no valid pixel, or no selected class present, gives 0 with a zero gradient (never NaN), and so
+  does an empty batch (``B``, ``H`` or ``W`` = 0);
 * a selected class absent from the ground truth costs its largest error (``classes="all"`` or an
   explicit tuple); under ``classes="present"`` it is not selected;
 * per image = the mean over all images of the per-image loss.
@@ -36,7 +37,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxseg._validation import check_logits_labels, valid_labels
+from jaxseg._validation import check_logits_labels, empty_loss, is_empty, valid_labels
 from jaxseg.losses import extension
 from jaxseg.losses.extension import lovasz_extension  # noqa: F401  (re-exported)
 from jaxseg.losses.registry import register_loss
@@ -109,6 +110,8 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
     if class_weights.shape != (num_classes,):
       raise ValueError(f"lovasz_softmax: class_weights must have shape ({num_classes},), "
                        f"got {class_weights.shape}")
+  if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+    return empty_loss(logits)
   scores = logits.astype(dtype)
   probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
   batch = labels.shape[0]
@@ -240,6 +243,8 @@ def lovasz_hinge(logits, labels, *, per_image: bool = True, ignore_index: int = 
   logits, labels, ignore_index = check_logits_labels("lovasz_hinge", logits, labels,
                                                      ignore_index=ignore_index, binary=True)
   extension.check_sort(sort, logits.dtype, "lovasz_hinge")
+  if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+    return empty_loss(logits)
 
   def errors_fn(scores, lab):
     signs = 2.0 * (lab == 1).astype(scores.dtype) - 1.0
@@ -278,6 +283,8 @@ def lovasz_sigmoid(probs, labels, *, per_image: bool = False, ignore_index: int 
                                                     ignore_index=ignore_index, binary=True,
                                                     logits_arg="probs")
   extension.check_sort(sort, probs.dtype, "lovasz_sigmoid")
+  if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+    return empty_loss(probs)
 
   def errors_fn(scores, lab):
     p = jax.nn.sigmoid(scores) if from_logits else scores

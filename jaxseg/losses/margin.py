@@ -43,7 +43,7 @@ float64 for float64 logits); its gradient has the logits' dtype.
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
 static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is.
+void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg._validation import check_logits_labels, compute_dtype, valid_labels
+from jaxseg._validation import (check_logits_labels, compute_dtype, empty_loss, is_empty,
+                                valid_labels)
 
 __all__ = [
     "margin_offsets",
@@ -215,6 +216,8 @@ def margin_calibration_loss(
         )
     rho_0i = jax.lax.stop_gradient(rho_0i)
     rho_i0 = jax.lax.stop_gradient(rho_i0)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
 
     logits = logits.astype(dtype)
     valid, safe_labels = valid_labels(labels, num_classes, ignore_index)

@@ -36,7 +36,7 @@ promoted). The loss is a scalar of that dtype; its gradient has the logits' dtyp
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
 static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is.
+void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg._validation import check_logits_labels, compute_dtype, valid_labels
+from jaxseg._validation import (check_logits_labels, compute_dtype, empty_loss, is_empty,
+                                valid_labels)
 
 __all__ = [
     "ACTIVATIONS",
@@ -267,6 +268,8 @@ def neuroiou_loss(
         raise TypeError(f"surrogate must be a jaxseg Surrogate, got {type(surrogate).__name__}")
     logits, labels, ignore_index = check_logits_labels(
         "neuroiou_loss", logits, labels, ignore_index=ignore_index)
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     features, _, keep = neuroiou_statistics(
         logits,
         labels,

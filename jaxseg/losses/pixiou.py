@@ -54,7 +54,7 @@ The result is exactly ``min(EDT, R)``; ``R = None`` gives the exact EDT (window 
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
 static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is.
+void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxseg._validation import check_logits_labels, valid_labels
+from jaxseg._validation import check_logits_labels, empty_loss, is_empty, valid_labels
 from jaxseg.losses import extension
 from jaxseg.losses.registry import register_loss
 
@@ -173,6 +173,8 @@ def pixiou_loss(
                 f"pixiou_loss: class_weights must have shape ({num_classes},), "
                 f"got {class_weights.shape}"
             )
+    if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+        return empty_loss(logits)
     scores = logits.astype(dtype)
     probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
     valid = valid_labels(labels, num_classes, ignore_index)[0]  # [B, H, W]

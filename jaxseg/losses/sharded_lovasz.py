@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxseg._validation import check_logits_labels
+from jaxseg._validation import check_logits_labels, empty_loss, is_empty
 from jaxseg.losses.extension import compute_dtype
 from jaxseg.losses.lovasz import lovasz_softmax_class_losses
 
@@ -74,6 +74,8 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
     if class_weights.shape != (num_classes,):
       raise ValueError(f"lovasz_softmax_all_to_all: class_weights must have shape "
                        f"({num_classes},), got {class_weights.shape}.")
+  if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
+    return empty_loss(logits)
   per_dev = -(-num_classes // n_dev)
   padded = per_dev * n_dev
 
