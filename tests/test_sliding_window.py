@@ -70,7 +70,7 @@ predict = jax.jit(ev.predict_probabilities, static_argnums=0,
 
 @pytest.mark.parametrize("shape,window,stride,scales,flip", [
     # several windows, the last ones aligned to the border; multi-scale and flip
-    ((37, 53), (16, 24), (10, 16), (1.0, 0.75, 0.5), True),
+    ((37, 53), (16, 24), (10, 16), (1.0, 0.75), True),
     ((10, 12), (16, 24), (8, 8), (1.0,), False),      # smaller than the window: padded
     ((20, 40), (20, 16), (20, 16), (1.0, 0.5), True),  # no overlap in height
 ])
@@ -101,8 +101,8 @@ def test_windows_align_to_each_image_inside_a_padded_canvas():
   """With the batch's sizes, each image's windows align to its own border (the padding is seen
   only by an image smaller than the window), as mmsegmentation on the unpadded image."""
   window, stride = (16, 24), (10, 16)
-  sizes = [(37, 53), (30, 41), (12, 20)]
-  canvas = np.zeros((3, 40, 64, 3), np.float32)
+  sizes = [(37, 53), (12, 20)]
+  canvas = np.zeros((2, 40, 64, 3), np.float32)
   originals = []
   for i, (h, w) in enumerate(sizes):
     originals.append(RNG.normal(size=(1, h, w, 3)).astype(np.float32))
