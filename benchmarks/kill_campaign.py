@@ -77,6 +77,7 @@ def get_config():
   c.batch_size = c.eval_batch_size = 4
   c.num_train_steps = {steps}
   c.optim.name = "adam"
+  c.optim.weight_decay = 1e-4
   c.schedule.name = "poly"
   c.schedule.base_lr = 1e-2
   c.log_every_steps = 1

@@ -131,6 +131,10 @@ class Checkpointer:
   def step_path(self, step: int) -> str:
     return os.path.join(self.directory, str(int(step)))
 
+  def reached_preemption(self, step: int) -> bool:
+    """orbax's agreement of every process on a step to stop at after a preemption notice."""
+    return self.manager.reached_preemption(int(step))
+
   def save(self, state: TrainState, *, force: bool = False) -> bool:
     """Saves ``state`` if its step is due (or ``force``); returns whether a save started.
 

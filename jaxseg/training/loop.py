@@ -9,7 +9,8 @@ with the jitted step on global batches assembled from each host's share of the i
 logging to ``metrics.jsonl`` and TensorBoard (:mod:`jaxseg.training.metric_writer`), evaluating every ``eval_every_steps`` and at the end
 (per-class IoU table next to the majority-class baseline), saving checkpoints every
 ``checkpoint_every_steps`` and figures under ``workdir/figures``
-(:mod:`jaxseg.training.figures`, from the first evaluation batch).
+(:mod:`jaxseg.training.figures`, from the first evaluation batch). A SIGTERM or Ctrl-C stops
+it at a step with that step saved (:mod:`jaxseg.training.preemption`); faults: ``RELIABILITY.md``.
 
 Workdir layout::
 
@@ -46,6 +47,7 @@ from jaxseg.training import checkpoint as ckpt_lib
 from jaxseg.training import data_setup
 from jaxseg.training import figures
 from jaxseg.training import optim as optim_lib
+from jaxseg.training import preemption
 from jaxseg.training import steps as steps_lib
 from jaxseg.training.initialization import ConfigError, create_train_state, to_dict
 from jaxseg.training.loss_setup import create_loss, describe_loss
@@ -216,13 +218,13 @@ class Run:
                                    scales=self.eval_scales, flip=self.eval_flip,
                                    loss_fn=self.loss_fn)
 
-  def run_evaluation(self, state: TrainState, eval_step=None) -> tuple[dict, dict]:
+  def run_evaluation(self, state: TrainState, eval_step=None, wrap=None) -> tuple[dict, dict]:
     """The evaluation summary (:meth:`jaxseg.metrics.MetricAccumulator.summary`, + ``loss``)
     and the first evaluation batch (figures); ``self.eval_metrics`` holds the evaluation
-    (``.table()``)."""
+    (``.table()``). ``wrap`` wraps the batch iterator (a signal abandons the evaluation)."""
     eval_step = eval_step or self.make_eval_step()
     ev = self.config.get("eval", ml_collections.ConfigDict())
-    batches = iter(self.eval_iterator())
+    batches = iter((wrap or iter)(self.eval_iterator()))
     first = next(batches, None)
     summary = eval_lib.evaluate(eval_step, state.variables,
                                 itertools.chain([] if first is None else [first], batches),
@@ -237,19 +239,25 @@ def _percent(value) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from ``workdir`` if it holds checkpoints) and evaluates; returns the final
-  evaluation summary (``per_class_iou``, ``miou``, ``majority_class_miou``, ...)."""
+  evaluation summary (``per_class_iou``, ``miou``, ``majority_class_miou``, ...).
+
+  A SIGTERM or Ctrl-C during the run stops it after the current step, with that step's checkpoint
+  written, by raising :class:`~jaxseg.training.preemption.Preempted`; a second one raises
+  ``KeyboardInterrupt`` without waiting for a save in flight (:mod:`jaxseg.training.preemption`).
+  """
   t_start = time.time()
   run = Run(config, workdir)
-  try:
-    summary = _train(run)
-  finally:
-    run.checkpointer.close()
+  with preemption.PreemptionWatch(run.checkpointer.reached_preemption) as watch:
+    try:
+      summary = _train(run, watch)
+    finally:  # wait for the last save, unless a second signal asked to abort
+      run.checkpointer.close(wait=not isinstance(sys.exc_info()[1], KeyboardInterrupt))
   if jax.process_index() == 0:
     print(f"Total time {time.time() - t_start:.1f} s; outputs in {run.workdir}", flush=True)
   return summary
 
 
-def _train(run: Run) -> dict:
+def _train(run: Run, watch: preemption.PreemptionWatch) -> dict:
   config, is_main = run.config, jax.process_index() == 0
   if is_main:
     if run.warmup_steps[0] != run.warmup_steps[1]:
@@ -271,7 +279,7 @@ def _train(run: Run) -> dict:
   def eval_due(step: int) -> bool:
     return (eval_every > 0 and step % eval_every == 0) or step >= total_steps
 
-  # The evaluation due at the checkpoint's step, if a killed run did not write it.
+  # The evaluation due at the checkpoint's step, if a stopped or killed run did not write it.
   redo_eval = (start_step > 0 and eval_due(start_step)
                and read_evaluation(run.workdir, start_step) is None)
   logger = MetricLogger(run.workdir, truncate_after=start_step,
@@ -306,28 +314,33 @@ def _train(run: Run) -> dict:
 
   window = TrainWindow(non_finite)
 
-  def evaluate(state: TrainState, step: int) -> None:
-    """Evaluates, logs and draws ``state``."""
+  def evaluate(state: TrainState, step: int) -> bool:
+    """Evaluates, logs and draws ``state``; False if a signal abandoned the evaluation."""
     nonlocal summary
-    summary, eval_batch = run.run_evaluation(state, eval_step)
+    try:
+      summary, eval_batch = run.run_evaluation(state, eval_step, wrap=watch.interruptible)
+    except preemption.EvaluationAbandoned:
+      return False
     write_evaluation(logger, run.workdir, step, summary)
     bar.write(f"step {step}: eval mIoU {_percent(summary['miou'])} "
               f"(majority-class baseline {_percent(summary['majority_class_miou'])})")
     if config.get("figures", True):
       figures.save_figures(run.workdir, step, predict_fn, state.variables, eval_batch,
                            run.mesh, config=config, ignore_index=run.ignore_index)
+    return True
 
   try:
-    if redo_eval:
-      evaluate(state, start_step)
+    if redo_eval and not evaluate(state, start_step):
+      raise watch.preempted(start_step, run.checkpointer.directory)
     for step in range(start_step + 1, total_steps + 1):
       batch = sharding.global_batch(next(train_iter), run.mesh)
       state, metrics = train_step(state, batch)
       window.add(step, metrics)   # checks the previous step while this one runs
       bar.update(1)
-      is_log = step % log_every == 0 or step == total_steps
-      is_eval = eval_due(step)
-      is_ckpt = step % int(config.checkpoint_every_steps) == 0 or step == total_steps
+      stop = watch.should_stop(step)   # every process asks, every step
+      is_log = step % log_every == 0 or step == total_steps or stop
+      is_eval = eval_due(step) and not stop   # (a stopped run evaluates on its next start)
+      is_ckpt = step % int(config.checkpoint_every_steps) == 0 or step == total_steps or stop
       if is_log or is_eval or is_ckpt:
         window.check()
       values = window.mean() if is_log else None
@@ -335,10 +348,14 @@ def _train(run: Run) -> dict:
         logger.write(step, "train", values)
         bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.3f}")
       if is_ckpt:
-        run.checkpointer.save(state, force=step == total_steps)
+        run.checkpointer.save(state, force=step == total_steps or stop)
       if is_eval:
-        evaluate(state, step)
+        if not evaluate(state, step):   # a signal: abandon the evaluation, not the save
+          run.checkpointer.save(state, force=True)
+          stop = True
         window.restart_clock()
+      if stop:
+        raise watch.preempted(step, run.checkpointer.directory)
   finally:
     bar.close()
     logger.close()
