@@ -27,6 +27,11 @@ from ``ignore_index``; every other value is void, in every loss and metric
 Empty batches (``B``, ``H`` or ``W`` = 0: no pixel, known from the static shape) are valid input:
 every loss gives 0 with a zero gradient, as for a batch with no valid pixel; the metrics count
 nothing (their scores are NaN, "undefined", by the metrics' 0/0 rule).
+
+Non-finite logits: a NaN (or infinity) at a valid pixel makes the loss non-finite, so that a
+diverged run shows; at a void pixel it changes neither the loss nor its gradient: every loss sets
+the scores of void pixels to 0 (:func:`zero_void`) before computing anything from them (a
+``where`` after the computation hides the value but not the gradient: ``0 * NaN``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ Label values are never checked (under ``jit`` they are not known): a label outsi
 (``{0, 1}`` for the binary losses) is void, in every loss, exactly as ``ignore_index`` is; the
 data layer rejects such labels on the host where it reads them. An empty batch (``B``, ``H`` or
 ``W`` = 0, known from the static shape) gives 0 with a zero gradient, as a batch without a valid
-pixel does.
+pixel does. A NaN or infinite logit at a valid pixel makes the loss non-finite (a diverged run
+shows in its loss); at a void pixel it reaches neither the loss nor the gradient (the logits are
+set to 0 at void pixels before anything is computed from them). ``tests/test_bad_input.py``
+and ``tests/test_fuzz_losses.py`` check all of this for every registered loss.
 """
 
 from jaxseg.losses.classic import (binary_cross_entropy, binary_hinge_loss, cross_entropy,

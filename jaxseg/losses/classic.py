@@ -14,6 +14,9 @@ Conventions shared by all losses of this module:
   (void, or a label out of range) is masked out of every sum (masked with ``jnp.where``, never
   filtered, so shapes stay static and there is no Python branching on values). Use
   :func:`jaxseg.metrics.check_labels` on the host to detect out-of-range labels.
+* **A void pixel's logits are set to 0 before anything is computed from them**, so that a NaN
+  or infinity there reaches neither the value nor the gradient; at a valid pixel it makes the
+  loss non-finite.
 * **No valid pixel gives 0 with a zero gradient**, never NaN (and likewise an empty batch, a
   region loss with no selected class, and a weighted cross-entropy whose valid pixels all have
   weight 0).
@@ -44,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg._validation import check_logits_labels, empty_loss, is_empty
+from jaxseg._validation import check_logits_labels, empty_loss, is_empty, zero_void
 from jaxseg._validation import compute_dtype as _compute_dtype
 from jaxseg._validation import valid_labels as _valid_labels
 
@@ -70,6 +73,15 @@ Classes = Union[str, Sequence[int]]
 
 def _as_array(x: Any) -> Any:
     return x if isinstance(x, (jax.Array, np.ndarray)) else jnp.asarray(x)
+
+
+def _scores_and_labels(logits: Any, labels: Any, num_classes: int,
+                       ignore_index: int) -> tuple[Any, Any, Any]:
+    """(logits in the compute dtype with 0 at every void pixel, valid mask, labels with 0 at
+    every void pixel): a NaN or infinite logit at a void pixel then reaches neither the value
+    nor the gradient (``jaxseg._validation.zero_void``)."""
+    valid, y = _valid_labels(labels, num_classes, ignore_index)
+    return zero_void(logits.astype(_compute_dtype(logits.dtype)), valid), valid, y
 
 
 def _safe_div(num: Any, den: Any, if_zero: float) -> Any:
@@ -151,9 +163,9 @@ def cross_entropy(
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
     num_classes = logits.shape[-1]
-    dtype = _compute_dtype(logits.dtype)
-    log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
-    valid, y = _valid_labels(labels, num_classes, ignore_index)
+    x, valid, y = _scores_and_labels(logits, labels, num_classes, ignore_index)
+    dtype = x.dtype
+    log_probs = jax.nn.log_softmax(x, axis=-1)
     nll = -jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
     if class_weights is None:
         weight_y = jnp.ones_like(nll)
@@ -237,9 +249,9 @@ def focal_loss(
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
     num_classes = logits.shape[-1]
-    dtype = _compute_dtype(logits.dtype)
-    log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
-    valid, y = _valid_labels(labels, num_classes, ignore_index)
+    x, valid, y = _scores_and_labels(logits, labels, num_classes, ignore_index)
+    dtype = x.dtype
+    log_probs = jax.nn.log_softmax(x, axis=-1)
     log_pt = jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
     one_minus_pt = -jnp.expm1(log_pt)
     positive = one_minus_pt > 0
@@ -290,10 +302,9 @@ def hinge_loss(
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
     num_classes = logits.shape[-1]
-    dtype = _compute_dtype(logits.dtype)
-    valid, y = _valid_labels(labels, num_classes, ignore_index)
-    signs = 2.0 * jax.nn.one_hot(y, num_classes, dtype=dtype) - 1.0
-    per_pixel = jnp.sum(jax.nn.relu(margin - signs * logits.astype(dtype)), axis=-1)
+    x, valid, y = _scores_and_labels(logits, labels, num_classes, ignore_index)
+    signs = 2.0 * jax.nn.one_hot(y, num_classes, dtype=x.dtype) - 1.0
+    per_pixel = jnp.sum(jax.nn.relu(margin - signs * x), axis=-1)
     return _mean_over_valid(per_pixel, valid)
 
 
@@ -329,10 +340,9 @@ def binary_hinge_loss(
     margin = _check_nonnegative(name, "margin", margin)
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
-    dtype = _compute_dtype(logits.dtype)
-    valid, y = _valid_labels(labels, 2, ignore_index)
-    signs = 2.0 * y.astype(dtype) - 1.0
-    per_pixel = jax.nn.relu(margin - signs * logits.astype(dtype))
+    x, valid, y = _scores_and_labels(logits, labels, 2, ignore_index)
+    signs = 2.0 * y.astype(x.dtype) - 1.0
+    per_pixel = jax.nn.relu(margin - signs * x)
     return _mean_over_valid(per_pixel, valid)
 
 
@@ -369,10 +379,8 @@ def binary_cross_entropy(
                                                        ignore_index=ignore_index, binary=True)
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
-    dtype = _compute_dtype(logits.dtype)
-    valid, y = _valid_labels(labels, 2, ignore_index)
-    f = logits.astype(dtype)
-    yf = y.astype(dtype)
+    f, valid, y = _scores_and_labels(logits, labels, 2, ignore_index)
+    yf = y.astype(f.dtype)
     positive_term = jax.nn.softplus(-f)
     if pos_weight is not None:
         positive_term = _check_nonnegative(name, "pos_weight", pos_weight) * positive_term
@@ -394,10 +402,9 @@ def _region_inputs(
     pixels, with ``p`` the softmax probabilities and ``y`` the one-hot labels.
     """
     num_classes = logits.shape[-1]
-    dtype = _compute_dtype(logits.dtype)
-    x = logits.astype(dtype)
+    x, valid, y = _scores_and_labels(logits, labels, num_classes, ignore_index)
+    dtype = x.dtype
     probs = jax.nn.softmax(x, axis=-1) if from_logits else x
-    valid, y = _valid_labels(labels, num_classes, ignore_index)
     mask = valid[..., None]
     onehot = jnp.where(mask, jax.nn.one_hot(y, num_classes, dtype=dtype), 0)
     p = jnp.where(mask, probs, 0)

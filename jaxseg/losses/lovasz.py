@@ -8,7 +8,9 @@ class, evaluated on a vector of per-pixel errors and averaged over classes (and 
 conventions are those of the authors' reference code, which users rely on:
 
 * void pixels (``labels == ignore_index``, and any label outside ``[0, C)``: ``{0, 1}`` for the
-  binary losses) take no part: neither as errors nor in any count;
+  binary losses) take no part: neither as errors nor in any count, and their scores are set to 0
+  first, so that a NaN there reaches neither the value nor the gradient (a NaN at a valid pixel
+  makes the loss NaN);
 * no valid pixel, or no selected class present, gives 0 with a zero gradient (never NaN), and so
   does an empty batch (``B``, ``H`` or ``W`` = 0);
 * a selected class absent from the ground truth costs its largest error (``classes="all"`` or an
@@ -37,7 +39,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxseg._validation import check_logits_labels, empty_loss, is_empty, valid_labels
+from jaxseg._validation import (check_logits_labels, empty_loss, is_empty, valid_labels,
+                                zero_void)
 from jaxseg.losses import extension
 from jaxseg.losses.extension import lovasz_extension  # noqa: F401  (re-exported)
 from jaxseg.losses.registry import register_loss
@@ -112,7 +115,8 @@ def lovasz_softmax(logits, labels, *, classes: str | Sequence[int] = "present",
                        f"got {class_weights.shape}")
   if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
     return empty_loss(logits)
-  scores = logits.astype(dtype)
+  # 0 at void pixels: a NaN there reaches neither the value nor the gradient
+  scores = zero_void(logits.astype(dtype), valid_labels(labels, num_classes, ignore_index)[0])
   probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
   batch = labels.shape[0]
   probs = probs.reshape(batch, -1, num_classes)
@@ -198,9 +202,11 @@ def _binary_lovasz(errors_fn, scores, labels, *, per_image, ignore_index, sort):
   """
   batch = labels.shape[0]
   labels = labels.reshape(batch, -1)
-  errors = errors_fn(scores.reshape(batch, -1).astype(extension.compute_dtype(scores.dtype)),
-                     labels)
   valid = valid_labels(labels, 2, ignore_index)[0]
+  # 0 at void pixels: a NaN there reaches neither the value nor the gradient
+  scores = scores.reshape(batch, -1).astype(extension.compute_dtype(scores.dtype))
+  scores = zero_void(scores, valid)
+  errors = errors_fn(scores, labels)
   foreground = labels == 1
   if not per_image:
     errors, foreground, valid = (x.reshape(1, -1) for x in (errors, foreground, valid))

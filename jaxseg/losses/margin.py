@@ -43,7 +43,9 @@ float64 for float64 logits); its gradient has the logits' dtype.
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
 static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient.
+void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient. A NaN
+logit at a valid pixel makes the loss non-finite; at a void pixel it reaches neither the loss
+nor the gradient.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg._validation import (check_logits_labels, compute_dtype, empty_loss, is_empty,
-                                valid_labels)
+                                valid_labels, zero_void)
 
 __all__ = [
     "margin_offsets",
@@ -219,8 +221,9 @@ def margin_calibration_loss(
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
 
-    logits = logits.astype(dtype)
     valid, safe_labels = valid_labels(labels, num_classes, ignore_index)
+    # 0 at void pixels: a NaN there reaches neither the value nor the gradient
+    logits = zero_void(logits.astype(dtype), valid)
     onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=dtype)
     gamma = top2_margins(logits)
     positive = num_classes * jax.nn.softplus(-(gamma - rho_i0))  # ground-truth class term

@@ -36,7 +36,9 @@ promoted). The loss is a scalar of that dtype; its gradient has the logits' dtyp
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
 static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient.
+void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient. A NaN
+logit at a valid pixel makes the loss non-finite; at a void pixel it reaches neither the loss
+nor the gradient.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg._validation import (check_logits_labels, compute_dtype, empty_loss, is_empty,
-                                valid_labels)
+                                valid_labels, zero_void)
 
 __all__ = [
     "ACTIVATIONS",
@@ -121,6 +123,7 @@ def neuroiou_statistics(
     logits = logits.astype(dtype).reshape(batch, -1, num_classes)
     labels = labels.reshape(batch, -1)
     valid, safe = valid_labels(labels, num_classes, ignore_index)  # [B, P]
+    logits = zero_void(logits, valid)  # a NaN at a void pixel reaches no value, no gradient
     vf = valid[..., None].astype(dtype)
     gt = jax.nn.one_hot(safe, num_classes, dtype=dtype) * vf  # [B, P, C]
     # lax.argmax: int32 indices (jnp.argmax's are int64 under x64), first maximum as jnp.argmax

@@ -54,7 +54,9 @@ The result is exactly ``min(EDT, R)``; ``R = None`` gives the exact EDT (window 
 Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
 ``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
 static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient.
+void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient. A NaN
+logit at a valid pixel makes the loss non-finite; at a void pixel it reaches neither the loss
+nor the gradient.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxseg._validation import check_logits_labels, empty_loss, is_empty, valid_labels
+from jaxseg._validation import (check_logits_labels, empty_loss, is_empty, valid_labels,
+                                zero_void)
 from jaxseg.losses import extension
 from jaxseg.losses.registry import register_loss
 
@@ -175,9 +178,10 @@ def pixiou_loss(
             )
     if is_empty(labels):  # no pixel: 0 with a zero gradient (jaxseg._validation)
         return empty_loss(logits)
-    scores = logits.astype(dtype)
-    probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
     valid = valid_labels(labels, num_classes, ignore_index)[0]  # [B, H, W]
+    # 0 at void pixels: a NaN there reaches neither the value nor the gradient
+    scores = zero_void(logits.astype(dtype), valid)
+    probs = jax.nn.softmax(scores, axis=-1) if from_logits else scores
     class_ids = jnp.arange(num_classes, dtype=jnp.int32)
     foreground = (labels[:, None] == class_ids[None, :, None, None]) & valid[:, None]  # [B,C,H,W]
     use_distances = distance_weight > 0 or location_weight > 0

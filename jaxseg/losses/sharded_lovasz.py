@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxseg._validation import check_logits_labels, empty_loss, is_empty
+from jaxseg._validation import check_logits_labels, empty_loss, is_empty, valid_labels, zero_void
 from jaxseg.losses.extension import compute_dtype
 from jaxseg.losses.lovasz import lovasz_softmax_class_losses
 
@@ -80,7 +80,10 @@ def lovasz_softmax_all_to_all(logits: jax.Array, labels: jax.Array, *, mesh: Mes
   padded = per_dev * n_dev
 
   def local(logits_l, labels_l, *weights_l):
-    probs = jax.nn.softmax(logits_l.astype(compute_dtype(logits_l.dtype)), axis=-1)
+    # 0 at void pixels: a NaN there reaches neither the value nor the gradient
+    scores = zero_void(logits_l.astype(compute_dtype(logits_l.dtype)),
+                       valid_labels(labels_l, num_classes, ignore_index)[0])
+    probs = jax.nn.softmax(scores, axis=-1)
     probs = probs.reshape(-1, num_classes)                         # [p, C]
     lab = labels_l.reshape(-1).astype(jnp.int32)                   # [p]
     rows = jnp.pad(probs.T, ((0, padded - num_classes), (0, 0)))    # [C', p]
