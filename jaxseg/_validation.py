@@ -88,8 +88,8 @@ def check_logits_labels(name: str, logits: Any, labels: Any, *, ignore_index: An
                         logits_arg: str = "logits") -> tuple[Any, Any, int]:
   """Checks a loss's ``(logits, labels, ignore_index)`` (module docstring) and returns them:
   logits ``[B, H, W, C]`` (``[B, H, W]`` for ``binary``, a trailing channel of size 1 dropped)
-  and labels ``[B, H, W]`` as JAX arrays, ``ignore_index`` as an int. ``logits_arg`` names the scores
-  in messages (``probs`` for a loss that takes probabilities)."""
+  and labels ``[B, H, W]`` as JAX arrays, ``ignore_index`` as an int. ``logits_arg`` names the
+  scores in messages (``probs`` for a loss that takes probabilities)."""
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   require_dtype(name, logits_arg, logits, "floating")
   require_dtype(name, "labels", labels, "integer",
