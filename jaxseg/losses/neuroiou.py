@@ -33,12 +33,8 @@ Precision: features, targets, the surrogate's evaluation and the loss are comput
 under JAX's global 64-bit mode), float64 for float64 logits (the float32 parameters are then
 promoted). The loss is a scalar of that dtype; its gradient has the logits' dtype.
 
-Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
-``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
-static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient. A NaN
-logit at a valid pixel makes the loss non-finite; at a void pixel it reaches neither the loss
-nor the gradient.
+Logits ``[B, H, W, C]``, labels ``[B, H, W]``; errors, label values, empty batches and NaN
+logits follow the contract of every loss (``jaxseg/_validation.py``).
 """
 
 from __future__ import annotations

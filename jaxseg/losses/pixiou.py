@@ -51,12 +51,8 @@ the row pass done as a brute-force min over the window ``|j - k| <= r``, ``r = c
 The result is exactly ``min(EDT, R)``; ``R = None`` gives the exact EDT (window = the width, cost
 ``O(H W²)`` per map instead of ``O(H W R)``).
 
-Inputs follow the losses' contract (``jaxseg._validation``): logits ``[B, H, W, C]``, labels
-``[B, H, W]``; ``TypeError`` for a wrong dtype, ``ValueError`` for a wrong rank or shape or a bad
-static argument, at trace time. Label values are not checked: a label outside ``[0, C)`` is
-void, as ``ignore_index`` is. An empty batch (no pixel) gives 0 with a zero gradient. A NaN
-logit at a valid pixel makes the loss non-finite; at a void pixel it reaches neither the loss
-nor the gradient.
+Logits ``[B, H, W, C]``, labels ``[B, H, W]``; errors, label values, empty batches and NaN
+logits follow the contract of every loss (``jaxseg/_validation.py``).
 """
 
 from __future__ import annotations
