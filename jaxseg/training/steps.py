@@ -120,7 +120,8 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: Callable[[jax.Array, 
       compute_loss, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads, batch_stats=new_stats)
 
-  valid = lab != ignore_index
+  # Void: ignore_index and any label outside the classes, as in every loss and metric.
+  valid = (lab != ignore_index) & (lab >= 0) & (lab < max(logits.shape[-1], 2))
   correct = (predict_labels(logits) == lab) & valid
   metrics = {
       "loss": loss.astype(jnp.float32),
