@@ -30,12 +30,12 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxseg import data as data_lib
-from jaxseg import evaluate as eval_lib
 from jaxseg import metrics as metrics_lib
 from jaxseg import predict as predict_lib
 from jaxseg import sharding
 from jaxseg.data import cityscapes
 from jaxseg.data.datasets import canonical_split
+from jaxseg.training import eval_setup
 from jaxseg.training import loop
 from jaxseg.training.initialization import ConfigError
 
@@ -53,24 +53,15 @@ class Inputs:
 
 
 def eval_settings(config) -> dict:
-    """The evaluation's prediction settings that the jitted step takes besides ``scales`` and
-    ``flip``: ``mode``, ``window``, ``stride`` (``config.eval``), checked (ConfigError). The dense
-    CRF (``config.eval.crf``) is refused: predictions without it would not be what the evaluation
+    """The evaluation's sliding-window settings (``mode``, ``window``, ``stride`` of
+    ``config.eval``, checked by :func:`jaxseg.training.eval_setup.view_arguments`). The dense CRF
+    (``config.eval.crf``) is refused: predictions without it would not be what the evaluation
     scores."""
-    ev = config.get("eval", ml_collections.ConfigDict())
-    if ev.get("crf", False):
+    if eval_setup.crf_params(config) is not None:
         raise ConfigError("config.eval.crf=True: --mode=predict does not apply the dense CRF yet; "
                           "predict without it (--config.eval.crf=False).")
-    mode = str(ev.get("mode", "whole"))
-    window, stride = tuple(ev.get("window", (512, 512))), tuple(ev.get("stride", (341, 341)))
-    if mode not in eval_lib.MODES:
-        raise ConfigError(f"config.eval.mode={mode!r}: one of {eval_lib.MODES}.")
-    if mode == "slide":
-        try:
-            window, stride = eval_lib.check_window(window, stride)
-        except ValueError as e:
-            raise ConfigError(f"config.eval.window / stride: {e}") from e
-    return dict(mode=mode, window=window, stride=stride)
+    views = eval_setup.view_arguments(config)
+    return {k: views[k] for k in ("mode", "window", "stride")}
 
 
 def predict_settings(config) -> tuple[str, str, str]:
