@@ -4,7 +4,8 @@ Sec. 4: a network trained with cross-entropy, fine-tuned with the Lovász loss i
 
 The initialisation is torchvision's ``DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1``
 (cross-entropy plus a 0.5-weighted auxiliary loss, on the COCO images of the 20 VOC classes), a
-file you download yourself; jaxseg imports its whole state dict (backbone and head):
+file you download yourself; jaxseg imports its whole state dict (backbone, head and auxiliary
+head):
 
     python train.py --config configs/voc_deeplabv3_resnet101_lovasz.py --workdir runs/dlv3_lovasz \\
         --config.init_from.torch_weights=$HOME/weights/deeplabv3_resnet101_coco-586e9e4e.pth \\
@@ -12,9 +13,9 @@ file you download yourself; jaxseg imports its whole state dict (backbone and he
         --config.data.data_dir=$HOME/datasets/tfds
 
 (``deeplabv3_resnet50`` and its ``deeplabv3_resnet50_coco-cd0a2569.pth``:
-``--config.model.name=deeplabv3_resnet50``.) The auxiliary classifier's keys of the file are
-reported as unused: the model is built without its auxiliary head (``aux_head``), whose loss the
-trainer does not add yet.
+``--config.model.name=deeplabv3_resnet50``.) The auxiliary FCN head on ``layer3`` is kept and
+trained as torchvision trains it: the same loss on its logits, weighted 0.5
+(``aux_loss_weight``); evaluation uses the main head only.
 
 Recipe: torchvision's training input (crops of 480 x 480 after a random rescale in [0.5, 2.0],
 flip, ImageNet normalisation), global batch 16, SGD momentum 0.9, weight decay 1e-4 on the
@@ -35,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.scale_range = (0.5, 2.0)
   c = common.base_config(data)
   c.model.name = "deeplabv3_resnet101"
-  c.model.options = {"frozen_batchnorm": True}
+  c.model.options = {"frozen_batchnorm": True, "aux_head": True}
+  c.aux_loss_weight = 0.5
   c.loss = ml_collections.ConfigDict({"name": "lovasz_softmax",
                                       "kwargs": {"classes": "present", "per_image": False}})
   c.batch_size = 16

@@ -11,6 +11,7 @@ relative errors.
 
 import functools
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -320,6 +321,11 @@ def test_finetuning_config_runs_from_imported_weights(tmp_path, capsys):
     summary = loop.train_and_evaluate(c, workdir)
     assert summary["step"] == 2
     assert f"Initialised from the PyTorch weights {weights}" in capsys.readouterr().out
+    # The auxiliary head trained with the config's weight (torchvision's recipe).
+    assert c.model.options.aux_head and c.aux_loss_weight == 0.5
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        train = [r for r in map(json.loads, f) if r["split"] == "train"]
+    assert all(math.isfinite(r["aux_loss"]) and r["loss"] > 0.5 * r["aux_loss"] for r in train)
     tree, step = ckpt_lib.restore_raw(workdir)
     assert step == 2
     # Frozen BatchNorm: the imported statistics are unchanged; the weights moved by little from

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -22,14 +22,16 @@ from jaxseg import sharding
 from jaxseg import viz
 
 
-def make_predict_fn(mesh, apply_fn, *, scales: Sequence[float] = (1.0,), flip: bool = False):
+def make_predict_fn(mesh, apply_fn, **views):
   """``predict(variables, global_batch) -> int32 [B, H, W]``: the arg-max of the evaluation's
-  probabilities, jitted (variables replicated, batch sharded on ``'data'``, output replicated)."""
-  probabilities = functools.partial(eval_lib.predict_probabilities, apply_fn,
-                                    scales=tuple(float(s) for s in scales), flip=bool(flip))
+  probabilities (``views``: :func:`jaxseg.evaluate.predict_probabilities`' ``scales``, ``flip``,
+  ``mode``, ``window``, ``stride``), jitted (variables replicated, batch sharded on ``'data'``,
+  output replicated)."""
+  probabilities = functools.partial(eval_lib.predict_probabilities, apply_fn, **views)
 
   def predict(variables, batch):
-    return jnp.argmax(probabilities(variables, batch["image"]), -1).astype(jnp.int32)
+    return jnp.argmax(probabilities(variables, batch["image"], sizes=batch.get("size")),
+                      -1).astype(jnp.int32)
 
   rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
   return jax.jit(predict, in_shardings=(rep, dat), out_shardings=rep)
@@ -41,7 +43,7 @@ def save_figures(workdir: str, step: int, predict_fn, variables, batch: Optional
   batch). Every process takes part in the prediction; process 0 draws."""
   if batch is None:
     return
-  batch = {k: v for k, v in batch.items() if k in ("image", "label", "example_mask")}
+  batch = {k: v for k, v in batch.items() if k in ("image", "label", "example_mask", "size")}
   preds = predict_fn(variables, sharding.global_batch(batch, mesh))
   if jax.process_index() != 0:
     return

@@ -45,6 +45,7 @@ from jaxseg import models
 from jaxseg import sharding
 from jaxseg.training import checkpoint as ckpt_lib
 from jaxseg.training import data_setup
+from jaxseg.training import eval_setup
 from jaxseg.training import figures
 from jaxseg.training import optim as optim_lib
 from jaxseg.training import preemption
@@ -168,8 +169,9 @@ class Run:
     self.eval_data = data_setup.eval_arguments(config)
     self.model = create_model(config, self.num_classes)
     self.loss_fn = create_loss(config, self.mesh, self.num_classes)
-    ev = config.get("eval", ml_collections.ConfigDict())
-    self.eval_scales, self.eval_flip = tuple(ev.get("scales", (1.0,))), bool(ev.get("flip", False))
+    self.eval_views = eval_setup.view_arguments(config)  # scales, flip, mode, window, stride
+    self.eval_scales, self.eval_flip = self.eval_views["scales"], self.eval_views["flip"]
+    self.eval_crf = eval_setup.crf_params(config)
     schedule = to_dict(config.schedule)
     try:
       self.lr_fn = optim_lib.create_learning_rate_schedule(
@@ -215,8 +217,8 @@ class Run:
 
   def make_eval_step(self):
     return eval_lib.make_eval_step(self.mesh, self.model.apply, self.eval_metrics,
-                                   scales=self.eval_scales, flip=self.eval_flip,
-                                   loss_fn=self.loss_fn)
+                                   **self.eval_views, loss_fn=self.loss_fn,
+                                   probabilities=self.eval_crf is not None)
 
   def run_evaluation(self, state: TrainState, eval_step=None, wrap=None) -> tuple[dict, dict]:
     """The evaluation summary (:meth:`jaxseg.metrics.MetricAccumulator.summary`, + ``loss``)
@@ -229,7 +231,8 @@ class Run:
     summary = eval_lib.evaluate(eval_step, state.variables,
                                 itertools.chain([] if first is None else [first], batches),
                                 self.mesh, self.eval_metrics,
-                                max_batches=int(ev.get("max_batches", -1)))
+                                max_batches=int(ev.get("max_batches", -1)), crf=self.eval_crf,
+                                pixel_mean=self.eval_data["mean"], pixel_std=self.eval_data["std"])
     return summary, first
 
 
@@ -290,10 +293,10 @@ def _train(run: Run, watch: preemption.PreemptionWatch) -> dict:
       freeze_batch_stats=bool(config.get("freeze_batch_stats", False)),
       ignore_index=run.ignore_index,
       label_stride=getattr(run.model, "feature_stride", None)
-      if config.model.get("options", {}).get("logits_stride", False) else None)
+      if config.model.get("options", {}).get("logits_stride", False) else None,
+      aux_loss_weight=float(config.get("aux_loss_weight", 0.0) or 0.0))
   eval_step = run.make_eval_step()
-  predict_fn = figures.make_predict_fn(run.mesh, run.model.apply, scales=run.eval_scales,
-                                       flip=run.eval_flip)
+  predict_fn = figures.make_predict_fn(run.mesh, run.model.apply, **run.eval_views)
   summary = None
 
   if is_main:
