@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, Mapping, Optional
 
@@ -321,8 +322,12 @@ def _item_handlers() -> dict:
 
 
 def _first_line(error: BaseException) -> str:
+  """What went wrong, in one line: the innermost cause's first line, without TensorStore's
+  spec."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
   text = str(error).strip() or type(error).__name__
-  line = text.splitlines()[0]
+  line = re.split(r" \[tensorstore_spec| See full TensorStore details", text.splitlines()[0])[0]
   return line if len(line) <= 300 else line[:300] + "..."
 
 
