@@ -309,6 +309,18 @@ def check_run(workdir: str, reference: str, steps: int) -> list[str]:
 # The campaign
 
 
+def _plain_start(config, workdir, log, env):
+  offset = os.path.getsize(log) if os.path.exists(log) else 0
+  t0 = time.time()
+  rc = finish(start(config, workdir, log=log, env=env))
+  with open(log) as f:
+    f.seek(offset)
+    text = f.read()
+  return dict(fault=None, rc=rc, resumed_from=resumed_step(text), last_logged=last_step(workdir),
+              seconds=round(time.time() - t0, 1),
+              error=[l for l in text.splitlines() if l.startswith("ERROR:")])
+
+
 def _one_start(config, workdir, log, env, fault, rng, steps):
   """Starts the run once with ``fault``; returns what happened."""
   before = last_step(workdir)
@@ -341,6 +353,7 @@ def _one_start(config, workdir, log, env, fault, rng, steps):
     f.seek(offset)
     text = f.read()
   at_end = last_step(workdir)
+  complete = checkpoint_steps(workdir)
   if fault == "torn_line" and rc != 0:
     tear_last_line(workdir)
   damaged = None
@@ -348,7 +361,7 @@ def _one_start(config, workdir, log, env, fault, rng, steps):
     damaged = truncate_largest_file(os.path.join(workdir, "checkpoints",
                                                  str(checkpoint_steps(workdir)[-1])))
   return dict(fault=fault, rc=rc, signalled_at=sent, last_logged=at_end,
-              resumed_from=resumed_step(text), seconds=round(time.time() - t0, 1),
+              latest_complete=complete[-1] if complete else 0, resumed_from=resumed_step(text), seconds=round(time.time() - t0, 1),
               damaged=damaged, error=[l for l in text.splitlines()
                                       if l.startswith(("ERROR:", "PREEMPTED:", "ABORTED:",
                                                        "WARNING: the checkpoint"))])
@@ -358,7 +371,8 @@ EXPECTED_RC = {"kill9": {-9}, "torn_line": {-9}, "kill9_in_save": {9}, "sigterm"
                "sigint": {75}, "sigint2": {130, 75}, "damage": {75}, "enospc": {1}}
 
 
-def campaign(runs: int, seed: int, steps: int, faults, max_starts: int, keep: str | None):
+def campaign(runs: int, seed: int, steps: int, faults, max_starts: int, keep: str | None,
+             slow: float = 0.05):
   rng = random.Random(seed)
   base = keep or tempfile.mkdtemp(prefix="kill_campaign_")
   os.makedirs(base, exist_ok=True)
@@ -371,34 +385,47 @@ def campaign(runs: int, seed: int, steps: int, faults, max_starts: int, keep: st
   rc = finish(start(config, reference, log=os.path.join(base, "reference.log"), env=env))
   assert rc == 0, open(os.path.join(base, "reference.log")).read()[-3000:]
   print(f"seed {seed}; reference run {time.time() - t0:.1f} s; workdirs under {base}", flush=True)
+  env = dict(env, JAXSEG_FAULT_SLOW=str(slow))   # each step of the runs takes ``slow`` s or more
   results = []
   for i in range(runs):
     workdir = os.path.join(base, f"run{i:03d}")
     log = workdir + ".log"
     shutil.rmtree(workdir, ignore_errors=True)
     starts = []
+    all_damaged = False   # the last start damaged the only checkpoint
     while True:
-      last = len(starts) + 1 >= max_starts
-      fault = None if last else rng.choice(faults)
-      if fault is None:
-        proc = start(config, workdir, log=log, env=env)
-        rc = finish(proc)
-        with open(log) as f:
-          text = f.read()
-        starts.append(dict(fault=None, rc=rc, resumed_from=resumed_step(text),
-                           last_logged=last_step(workdir)))
+      if all_damaged:   # the next start must refuse to start afresh
+        s = _plain_start(config, workdir, log, env)
+        s["fault"] = "(every checkpoint damaged)"
+        if s["rc"] == 1 and any("Every checkpoint" in l for l in s["error"]):
+          s["rc_ok"] = True
+          # As the message says: move them away to start afresh.
+          shutil.move(os.path.join(workdir, "checkpoints"), workdir + ".damaged_by_hand")
+        starts.append(s)
+        all_damaged = False
+        continue
+      if len(starts) + 1 >= max_starts:
+        starts.append(_plain_start(config, workdir, log, env))
         break
+      fault = rng.choice(faults)
       s = _one_start(config, workdir, log, env, fault, rng, steps)
       starts.append(s)
       if s["rc"] == 0:
         break
-      if s["rc"] == 1 and fault == "damage":   # every checkpoint damaged: as the error says
-        shutil.move(os.path.join(workdir, "checkpoints"), workdir + ".damaged_by_hand")
+      all_damaged = bool(s["damaged"]) and len(checkpoint_steps(workdir)) == 1
     problems = check_run(workdir, reference, steps) if starts[-1]["rc"] == 0 else ["not done"]
     for prev, nxt in zip(starts, starts[1:]):
       prev["lost_steps"] = max(0, prev["last_logged"] - nxt["resumed_from"])
-      if prev["fault"] in EXPECTED_RC and prev["rc"] not in EXPECTED_RC[prev["fault"]] | {0}:
+      expected = EXPECTED_RC.get(prev["fault"], {1} if prev.get("rc_ok") else set()) | {0}
+      if prev["rc"] not in expected:
         problems.append(f"{prev['fault']}: exit status {prev['rc']}")
+      # At most the steps since the latest complete checkpoint (none after a signal's save);
+      # a damaged checkpoint loses the steps back to the checkpoint before it.
+      bound = prev["last_logged"] - prev.get("latest_complete", nxt["resumed_from"])
+      if prev["fault"] in FAULTS and prev["fault"] != "damage" and prev["lost_steps"] > bound:
+        problems.append(f"{prev['fault']}: lost {prev['lost_steps']} steps, bound {bound}")
+      if prev["rc"] == 75 and prev["fault"] != "damage" and prev["lost_steps"]:
+        problems.append(f"{prev['fault']}: exit status 75 but {prev['lost_steps']} steps lost")
     results.append(dict(run=i, starts=starts, problems=problems))
     print(f"run {i}: " + " -> ".join(f"{s['fault'] or 'none'}(rc {s['rc']}, lost "
                                      f"{s.get('lost_steps', 0)})" for s in starts)
@@ -407,22 +434,31 @@ def campaign(runs: int, seed: int, steps: int, faults, max_starts: int, keep: st
 
 
 def summarize(results) -> str:
-  per_fault = collections.defaultdict(lambda: {"n": 0, "lost": [], "rc": collections.Counter()})
+  """A Markdown table: per fault, how often it was injected and landed (the run had not ended),
+  the exit statuses, and the steps lost (the last step logged before the fault minus the step
+  the next start resumed from)."""
+  per_fault = collections.defaultdict(lambda: {"n": 0, "landed": 0, "lost": [],
+                                               "rc": collections.Counter()})
   for r in results:
     for s in r["starts"][:-1]:
       d = per_fault[s["fault"]]
       d["n"] += 1
-      d["lost"].append(s.get("lost_steps", 0))
       d["rc"][s["rc"]] += 1
-  lines = ["| fault | injected | exit statuses | steps lost (max, mean) |", "|---|---|---|---|"]
-  for fault in FAULTS:
+      if s["rc"] != 0:
+        d["landed"] += 1
+        d["lost"].append(s.get("lost_steps", 0))
+  lines = ["| fault | injected | landed | exit statuses | steps lost: max | mean |",
+           "|---|---|---|---|---|---|"]
+  for fault in FAULTS + ("(every checkpoint damaged)",):
     if fault in per_fault:
       d = per_fault[fault]
-      lines.append(f"| {fault} | {d['n']} | {dict(sorted(d['rc'].items()))} | "
-                   f"{max(d['lost'])}, {sum(d['lost']) / len(d['lost']):.1f} |")
+      lost = d["lost"] or [0]
+      lines.append(f"| {fault} | {d['n']} | {d['landed']} | "
+                   f"{', '.join(f'{k}: {v}' for k, v in sorted(d['rc'].items()))} | "
+                   f"{max(lost)} | {sum(lost) / len(lost):.1f} |")
   bad = [r for r in results if r["problems"]]
   lines.append(f"\n{len(results)} runs, {sum(len(r['starts']) for r in results)} starts; "
-               f"runs with a problem: {len(bad)}")
+               f"runs that did not end bit-exact, or broke a bound: {len(bad)}")
   return "\n".join(lines)
 
 
@@ -433,15 +469,18 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=30)
   p.add_argument("--faults", default=",".join(FAULTS))
   p.add_argument("--max-starts", type=int, default=5)
+  p.add_argument("--slow", type=float, default=0.05, help="seconds each step waits for its batch")
   p.add_argument("--keep", default=None, help="directory for the workdirs (default: a temp dir)")
   p.add_argument("--out", default=None, help="write the results as JSON here")
   a = p.parse_args(argv)
-  results, seconds = campaign(a.runs, a.seed, a.steps, a.faults.split(","), a.max_starts, a.keep)
+  results, seconds = campaign(a.runs, a.seed, a.steps, a.faults.split(","), a.max_starts, a.keep,
+                              a.slow)
   print(summarize(results))
   print(f"total {seconds / 60:.1f} min")
   if a.out:
     with open(a.out, "w") as f:
-      json.dump({"seed": a.seed, "steps": a.steps, "results": results}, f, indent=1)
+      json.dump({"seed": a.seed, "steps": a.steps, "slow": a.slow, "minutes": seconds / 60,
+                 "results": results}, f, indent=1)
   return 1 if any(r["problems"] for r in results) else 0
 
 
