@@ -127,7 +127,9 @@ def test_a_second_signal_aborts_at_once(setup, tmp_path, monkeypatch):
     loop.train_and_evaluate(setup["config"](), workdir)
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
   assert kc.last_step(workdir) == 2   # step 3 was not taken, nor saved
-  time.sleep(0.5)   # (the save of step 2, not waited for, ends in its thread)
+  deadline = time.time() + 30   # (the save of step 2, not waited for, ends in its thread)
+  while kc.checkpoint_steps(workdir) != [2] and time.time() < deadline:
+    time.sleep(0.05)
   assert kc.checkpoint_steps(workdir) == [2]
 
 
@@ -339,7 +341,7 @@ def test_killed_and_preempted_program_resumes_exactly(setup, tmp_path):
     proc.send_signal(signal.SIGTERM)
   rc = kc.finish(proc)
   text = output()
-  if rc != 0 or kc.resumed_step(text) < STEPS:
+  if kc.resumed_step(text) < STEPS:   # (else the kill came after the last save: nothing to train)
     assert rc == 75, text[-3000:]
     lines = [l for l in text.splitlines() if l.startswith("PREEMPTED: SIGTERM")]
     assert len(lines) == 1, text[-3000:]
