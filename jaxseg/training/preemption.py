@@ -56,11 +56,11 @@ def jax_preemption_service_active() -> bool:
   """Whether ``jax.distributed`` runs JAX's preemption sync service (its SIGTERM notice)."""
   try:
     from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  except ImportError:  # pragma: no cover  (a JAX without the module: trust the process count)
+    state = distributed.global_state
+    return state.client is not None and state.preemption_sync_manager is not None
+  except (ImportError, AttributeError):  # pragma: no cover  (another JAX: the process count)
     import jax  # pylint: disable=g-import-not-at-top
     return jax.process_count() > 1
-  state = distributed.global_state
-  return state.client is not None and state.preemption_sync_manager is not None
 
 
 class PreemptionWatch:
