@@ -60,3 +60,5 @@ def test_aux_loss_weight_and_aux_head_must_agree(weight, aux_head, message):
     loss_setup.check_aux_loss(config)
   config.aux_loss_weight, config.model.options.aux_head = 0.5, True
   assert loss_setup.check_aux_loss(config) == 0.5
+  # A config that builds a loss only (no model): no auxiliary head, weight 0.
+  assert loss_setup.check_aux_loss(ml_collections.ConfigDict({"loss": {}})) == 0.0

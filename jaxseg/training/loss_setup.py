@@ -123,7 +123,8 @@ def check_aux_loss(config) -> float:
   an auxiliary head, or an auxiliary head that no loss trains (computed for nothing), is a
   ConfigError."""
   weight = float(config.get("aux_loss_weight", 0.0) or 0.0)
-  aux_head = bool(to_dict(config.model.get("options", {})).get("aux_head", False))
+  model = config.get("model", None) or {}  # (a loss-only config, e.g. a test's, has no model)
+  aux_head = bool(to_dict(model.get("options", {}) or {}).get("aux_head", False))
   if weight < 0:
     raise ConfigError(f"config.aux_loss_weight must be >= 0, got {weight}.")
   if weight > 0 and not aux_head:
