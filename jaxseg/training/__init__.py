@@ -15,6 +15,11 @@ Modules (import the one you need; this package imports none of them):
 * :mod:`~jaxseg.training.optim`: optax chains and learning-rate schedules;
 * :mod:`~jaxseg.training.checkpoint`: orbax checkpoints, resume and their safety checks;
 * :mod:`~jaxseg.training.surrogate`: fitting the NeuroIoU surrogate from a trained model.
+* :mod:`~jaxseg.training.data_setup`, :mod:`~jaxseg.training.eval_setup`: ``config.data`` and
+  ``config.eval`` read once into the pipelines' and the evaluation's keyword arguments;
+* :mod:`~jaxseg.training.preemption`: SIGTERM / Ctrl-C and multi-host preemption;
+* :mod:`~jaxseg.training.prediction`: ``train.py --mode=predict``;
+* :mod:`~jaxseg.training.cli`: the programs' ``--config`` flag and one-line errors.
 """
 
 from jaxseg import _extras
