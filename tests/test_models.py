@@ -472,4 +472,4 @@ def test_downsample_labels():
     assert out.shape == (2, 3, 3)
     np.testing.assert_array_equal(out, np.asarray(labels)[:, ::4, ::4])
     with pytest.raises(ValueError, match="labels"):
-        models.downsample_labels(jnp.zeros((9, 10)), 4)
+        models.downsample_labels(jnp.zeros((9, 10), jnp.int32), 4)

@@ -10,6 +10,8 @@ segmentation networks too); :func:`export_torch_state_dict` writes variables bac
 :func:`init_variables` initialises a model under jit with cheap-to-compile RngBitGenerator keys.
 """
 
+import numbers
+
 import jax.numpy as jnp
 
 from jaxseg.models.deeplab import DeepLabV2, DeepLabV3Plus
@@ -30,10 +32,13 @@ def downsample_labels(labels, stride: int):
     size of the stride-``stride`` logits (pixel ``(i, j)`` of the logits is centred on input pixel
     ``(stride i, stride j)`` for the strided convolutions used here)."""
     labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"downsample_labels: labels must be integer class ids, got dtype "
+                        f"{labels.dtype}")
     if labels.ndim != 3:
-        raise ValueError(f"labels must be [B, H, W], got shape {labels.shape}")
-    if int(stride) < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+        raise ValueError(f"downsample_labels: labels must be [B, H, W], got shape {labels.shape}")
+    if not isinstance(stride, numbers.Integral) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"downsample_labels: stride must be an int >= 1, got {stride!r}")
     return labels[:, :: int(stride), :: int(stride)]
 
 

@@ -276,10 +276,16 @@ def resize_bilinear(x, size: tuple[int, int]):
 
 
 def check_images(images, name: str):
-    """Raise a clear error unless ``images`` is a floating ``[B, H, W, 3]`` array: a
-    ``ValueError`` for the shape, a ``TypeError`` for the dtype (the project's error contract)."""
+    """Raise a clear error unless ``images`` is a floating ``[B, H, W, 3]`` array with ``H, W >= 1``
+    (``B = 0`` is allowed): a ``TypeError`` for something that is not an array or a dtype that is
+    not floating, a ``ValueError`` for the shape (the project's error contract)."""
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        raise TypeError(f"{name}: images must be an array [B, H, W, 3] (jax or NumPy), got "
+                        f"{type(images).__name__}: convert it with jnp.asarray first")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{name}: images must be [B, H, W, 3], got shape {images.shape}")
+    if images.shape[1] < 1 or images.shape[2] < 1:
+        raise ValueError(f"{name}: images must have H, W >= 1, got shape {images.shape}")
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise TypeError(
             f"{name}: images must be floating point (normalised), got dtype {images.dtype}"

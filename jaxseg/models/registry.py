@@ -129,6 +129,10 @@ def create(name: str, num_classes: int, **opts) -> nn.Module:
     if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     num_classes = int(num_classes)
+    stride = opts.get("output_stride", None)
+    if stride is not None and stride not in (8, 16, 32):
+        raise ValueError(f"{name}: output_stride must be 8, 16 or 32 (the backbone's strides), "
+                         f"got {stride!r}")
     allowed = set(options(name))
     unknown = set(opts) - allowed
     if unknown:
@@ -155,8 +159,14 @@ def init_variables(module: nn.Module, seed: int, image_shape, *, rng_impl: str |
     """
     import jax
 
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"init_variables: seed must be an int, got {seed!r}")
+    shape = tuple(image_shape)
+    if len(shape) != 4 or not all(isinstance(d, numbers.Integral) and d >= 1 for d in shape):
+        raise ValueError(f"init_variables: image_shape must be four positive ints [B, H, W, 3], "
+                         f"got {image_shape!r}")
     key = jax.random.key(seed) if rng_impl is None else jax.random.key(seed, impl=rng_impl)
-    images = jnp.zeros(tuple(image_shape), jnp.float32)
+    images = jnp.zeros(shape, jnp.float32)
     return jax.jit(lambda k, x: module.init(k, x, train=False))(key, images)
 
 
