@@ -68,7 +68,7 @@ def main(argv):
           checkpoint.DamagedCheckpointError, checkpoint.CheckpointWriteError,
           FileNotFoundError, DataError) as e:
     print(file=sys.stderr)
-    cli.exit_with_error(e)
+    cli.exit_with_error(e, at_once=True)
   except preemption.Preempted as e:
     print(f"PREEMPTED: {e}", file=sys.stderr, flush=True)
     sys.exit(preemption.EXIT_PREEMPTED)

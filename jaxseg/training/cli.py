@@ -9,6 +9,7 @@ defines its flags and reports their errors before it imports the trainer.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn, Sequence
 
@@ -33,9 +34,17 @@ def _raised_by_ml_collections(e: BaseException) -> bool:
   return tb is not None and "ml_collections" in tb.tb_frame.f_code.co_filename
 
 
-def exit_with_error(message) -> NoReturn:
-  """Prints ``ERROR: <message>`` (on one line) to stderr and exits with status 1."""
+def exit_with_error(message, *, at_once: bool = False) -> NoReturn:
+  """Prints ``ERROR: <message>`` (on one line) to stderr and exits with status 1.
+
+  ``at_once``: ``os._exit`` after flushing, for an error the trainer raised once its files are
+  closed: background threads of orbax or TensorBoard left at interpreter shutdown would print
+  tracebacks after the one line.
+  """
   print(f"ERROR: {_one_line(message)}", file=sys.stderr, flush=True)
+  if at_once:
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
   sys.exit(1)
 
 
