@@ -2,39 +2,29 @@
 ``metrics.jsonl``) and a grid of predictions on the first evaluation images
 (``predictions_<step>.png``).
 
-The predictions are the evaluation's own (:func:`jaxseg.evaluate.predict_probabilities` with the
-config's ``eval.scales`` and ``eval.flip``, arg-max), on the first batch of the evaluation that
+The predictions are those of ``--mode=predict`` (:func:`jaxseg.predict.make_predict_step` with the
+config's ``eval`` views, arg-max), on the first batch of the evaluation that
 has just run: no pipeline is opened for the figures.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import evaluate as eval_lib
+from jaxseg import predict as predict_lib
 from jaxseg import sharding
 from jaxseg import viz
 
 
-def make_predict_fn(mesh, apply_fn, **views):
-  """``predict(variables, global_batch) -> int32 [B, H, W]``: the arg-max of the evaluation's
-  probabilities (``views``: :func:`jaxseg.evaluate.predict_probabilities`' ``scales``, ``flip``,
-  ``mode``, ``window``, ``stride``), jitted (variables replicated, batch sharded on ``'data'``,
-  output replicated)."""
-  probabilities = functools.partial(eval_lib.predict_probabilities, apply_fn, **views)
-
-  def predict(variables, batch):
-    return jnp.argmax(probabilities(variables, batch["image"], sizes=batch.get("size")),
-                      -1).astype(jnp.int32)
-
-  rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  return jax.jit(predict, in_shardings=(rep, dat), out_shardings=rep)
+def make_predict_fn(mesh, apply_fn, **views) -> predict_lib.PredictStep:
+  """The prediction of ``--mode=predict`` (:func:`jaxseg.predict.make_predict_step` with the
+  evaluation's ``views``: ``scales``, ``flip``, ``mode``, ``window``, ``stride``), for the
+  figures."""
+  return predict_lib.make_predict_step(mesh, apply_fn, **views)
 
 
 def save_figures(workdir: str, step: int, predict_fn, variables, batch: Optional[dict], mesh, *,
@@ -44,7 +34,8 @@ def save_figures(workdir: str, step: int, predict_fn, variables, batch: Optional
   if batch is None:
     return
   batch = {k: v for k, v in batch.items() if k in ("image", "label", "example_mask", "size")}
-  preds = predict_fn(variables, sharding.global_batch(batch, mesh))
+  global_batch = sharding.global_batch(batch, mesh)
+  preds = predict_fn(variables, global_batch["image"], global_batch["size"])["prediction"]
   if jax.process_index() != 0:
     return
   fig_dir = os.path.join(workdir, "figures")
@@ -56,7 +47,7 @@ def save_figures(workdir: str, step: int, predict_fn, variables, batch: Optional
     except ValueError:
       pass
   n = int(config.get("eval", {}).get("num_figure_examples", 4))
-  preds = np.asarray(jax.device_get(preds))
+  preds = predict_lib.host_rows(preds).astype(np.int32)  # this process's own examples
   keep = np.flatnonzero(batch.get("example_mask", np.ones(len(preds), bool)))[:n]
   if len(keep) == 0:
     return
