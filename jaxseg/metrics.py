@@ -34,6 +34,8 @@ ground-truth pixel) and pixel accuracy (NaN with no counted pixel).
 * dataset mIoU: ``mean_iou(sum of the confusion matrices of all images)`` (the benchmark number);
 * per-image mIoU: for each image, the mean IoU over the classes present in the image's ground
   truth or prediction (union > 0), then the mean over images (:func:`per_image_mean_iou`);
+* per-class image IoU: for each class, its per-image IoU averaged over the images whose ground
+  truth or prediction holds it (:class:`MetricAccumulator`, ``per_class_image_iou``);
 * batch mIoU: the mean IoU over the classes present in the batch's ground truth, from the
   batch's confusion matrix (:func:`batch_mean_iou`), what the Lovász-Softmax loss over present
   classes approximates.
@@ -695,23 +697,30 @@ def batch_statistics(
     instance_id_threshold: int = _INSTANCE_ID_THRESHOLD,
     max_instance_id: int = CITYSCAPES_MAX_INSTANCE_ID,
 ) -> dict[str, jax.Array]:
-    """The additive statistics of one batch, all integer but one, jittable.
+    """The additive statistics of one batch, all integer but the two IoU sums, jittable.
 
     Returns ``confusion`` (int32 ``[C, C]``), ``image_iou_sum`` (float32, the sum of the per-image
-    mIoUs of the images with a counted pixel) and ``image_count`` (int32, their number); with
+    mIoUs of the images with a counted pixel), ``image_count`` (int32, their number),
+    ``image_class_iou_sum`` (float32 ``[C]``, the sum over images of each class's per-image IoU
+    where it is defined: the class is in the image's ground truth or prediction) and
+    ``image_class_count`` (int32 ``[C]``, the number of those images); with
     ``instances`` also the int32 ``[B, L]`` counts of :func:`instance_counts` (``instance_class``,
     ``instance_size``, ``instance_tp``, and ``instance_category_tp`` with ``categories``), which
     :class:`MetricAccumulator` weights in float64 on the host. ``mask`` (e.g. the ``[B]`` example
     mask of a padded evaluation batch) excludes filler examples from everything.
     """
     cm = confusion_matrix(predictions, labels, num_classes, ignore_index=ignore_index, mask=mask)
-    image_miou = per_image_mean_iou(predictions, labels, num_classes, ignore_index=ignore_index,
-                                    mask=mask)
+    image_iou = per_image_iou(predictions, labels, num_classes, ignore_index=ignore_index,
+                              mask=mask)
+    image_miou = _nanmean(jnp, image_iou)
     has_pixels = ~jnp.isnan(image_miou)
+    has_class = ~jnp.isnan(image_iou)
     stats = {
         "confusion": cm,
         "image_iou_sum": jnp.sum(jnp.where(has_pixels, image_miou, 0.0)),
         "image_count": jnp.sum(has_pixels, dtype=jnp.int32),
+        "image_class_iou_sum": jnp.sum(jnp.where(has_class, image_iou, 0.0), axis=0),
+        "image_class_count": jnp.sum(has_class, axis=0, dtype=jnp.int32),
     }
     if instances is not None:
         stats.update(instance_counts(predictions, labels, instances, num_classes,
@@ -816,6 +825,8 @@ class MetricAccumulator:
         self.confusion = np.zeros((c, c), dtype=np.int64)
         self.image_iou_sum = 0.0
         self.image_count = 0
+        self.image_class_iou_sum = np.zeros(c, dtype=np.float64)
+        self.image_class_count = np.zeros(c, dtype=np.int64)
         self.instance_tp = np.zeros(c, dtype=np.float64)
         self.instance_fn = np.zeros(c, dtype=np.float64)
         self.category_instance_tp = np.zeros(k, dtype=np.float64)
@@ -854,6 +865,9 @@ class MetricAccumulator:
         self.confusion += cm
         self.image_iou_sum += float(stats.get("image_iou_sum", 0.0))
         self.image_count += int(stats.get("image_count", 0))
+        if "image_class_count" in stats:
+            self.image_class_iou_sum += np.asarray(stats["image_class_iou_sum"], np.float64)
+            self.image_class_count += np.asarray(stats["image_class_count"], np.int64)
 
     def _add_instances(self, stats: Mapping[str, Any]) -> None:
         if not self.scores_instances:
@@ -880,7 +894,9 @@ class MetricAccumulator:
 
         Keys: ``miou`` (dataset mIoU), ``per_class_iou`` ``[C]``, ``pixel_accuracy``,
         ``mean_class_accuracy``, ``per_class_accuracy``, ``fw_iou``, ``image_miou`` (per-image
-        mIoU), ``num_images``, ``num_pixels``, ``majority_class_miou``
+        mIoU), ``per_class_image_iou`` ``[C]`` (each class's IoU averaged over the images whose
+        ground truth or prediction holds it: the binary "image-IoU" of Berman et al., CVPR 2018,
+        Table 1, for the foreground class), ``num_images``, ``num_pixels``, ``majority_class_miou``
         (:func:`majority_class_miou`), ``confusion``; with categories ``per_category_iou`` and
         ``category_miou``; after statistics with instances ``per_class_iiou`` and ``iiou`` (mean
         over the instance classes), and with categories ``per_category_iiou`` and
@@ -897,6 +913,9 @@ class MetricAccumulator:
             "fw_iou": float(frequency_weighted_iou(cm)),
             "image_miou": (self.image_iou_sum / self.image_count if self.image_count
                            else math.nan),
+            "per_class_image_iou": np.divide(
+                self.image_class_iou_sum, self.image_class_count,
+                out=np.full(self.num_classes, np.nan), where=self.image_class_count > 0),
             "num_images": self.image_count,
             "num_pixels": int(cm.sum()),
             "majority_class_miou": float(majority_class_miou(cm)),
@@ -932,7 +951,8 @@ class MetricAccumulator:
         res = self.result()
         out: dict[str, Any] = {k: _json_number(v) for k, v in res.items() if np.ndim(v) == 0}
         out["majority_class"] = self._majority_class()
-        for key in ("per_class_iou", "per_class_accuracy", "per_class_iiou"):
+        for key in ("per_class_iou", "per_class_accuracy", "per_class_image_iou",
+                    "per_class_iiou"):
             if key in res:
                 out[key] = _named(res[key], self.class_names, keep_nan=key != "per_class_iiou")
         for key in ("per_category_iou", "per_category_iiou"):

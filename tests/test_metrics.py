@@ -337,7 +337,8 @@ def test_iiou_random_against_cityscapes_loop():
     groups = m.CITYSCAPES_CATEGORY_OF_CLASS
     stats = jax.jit(m.batch_statistics, static_argnames=("num_classes", "categories"))(
         pred, label, num_classes=19, instances=inst, categories=groups)
-    assert all(v.dtype == jnp.int32 for k, v in stats.items() if k != "image_iou_sum")
+    assert all(v.dtype == jnp.int32 for k, v in stats.items()
+               if k not in ("image_iou_sum", "image_class_iou_sum"))
     counts = (stats["instance_class"], stats["instance_size"])
     got_tp, got_fn = m.instance_weighted_sums(*counts, stats["instance_tp"], sizes)
     want_tp, want_fn = ref_instance_counts(pred, label, inst, sizes)
@@ -392,6 +393,14 @@ def test_accumulator_streams_like_one_shot():
                                            5)) for b in range(6)]
     np.testing.assert_allclose(res["image_miou"], np.mean(per_image), rtol=1e-6)
     assert res["num_images"] == 6
+    # each class's IoU averaged over the images where it is defined (in ground truth or prediction)
+    per_class = np.array([ref_class_iou(pred[b], np.where(label[b] == IGNORE, -1, label[b]), 5)
+                          for b in range(6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
+        expected = np.nanmean(per_class, axis=0)
+    np.testing.assert_allclose(res["per_class_image_iou"], expected, rtol=1e-6)
+    assert set(acc.summary()["per_class_image_iou"]) == {f"c{k}" for k in range(5)}
     assert "c3" in acc.table()
     acc.reset()
     assert acc.result()["num_images"] == 0 and np.isnan(acc.result()["miou"])

@@ -444,6 +444,7 @@ def _all_metrics(preds, labels, instances, mask, cm19):
 
 _all_metrics_jit = jax.jit(_all_metrics)
 INT32_METRICS = {"confusion", "merged", "stats/confusion", "stats/image_count",
+                 "stats/image_class_count",
                  "stats/instance_class", "stats/instance_size", "stats/instance_tp",
                  "stats/instance_category_tp"}
 
