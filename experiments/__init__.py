@@ -1,0 +1,1 @@
+"""Experiments that reproduce figures of the papers jaxseg implements (run from the repository root)."""
