@@ -14,8 +14,6 @@ run (``configs/voc_neuroiou.py``). Single process. A bad flag or config field st
 with one ``ERROR:`` line, as in ``train.py``.
 """
 
-import dataclasses
-import functools
 import os
 import sys
 
@@ -24,7 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-import jax  # noqa: E402
 
 from jaxseg.losses.neuroiou import ACTIVATIONS  # noqa: E402
 from jaxseg.training import cli  # noqa: E402
@@ -60,74 +57,14 @@ flags.register_validator("hidden", lambda widths: all(w.isdigit() and int(w) > 0
                          "--hidden takes positive integers separated by commas, e.g. 100,100")
 flags.mark_flags_as_required(["checkpoint_dir", "output"])
 
-# Batches of the model's own predictions on which the fitted surrogate's gradient is checked.
-_AGREEMENT_BATCHES = 4
-
-
-def fit_from_checkpoint(config, checkpoint_dir: str, output: str, *, step, split, max_batches,
-                        kind, num_inputs, num_perturbations, seed, hidden, activation, steps,
-                        batch_size, learning_rate, val_fraction):
-  """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
-
-  ``config`` and ``checkpoint_dir`` are the run's config and workdir; ``step`` None restores the
-  latest checkpoint; ``split`` None uses ``config.data.train_split``. The images are read with
-  the evaluation pipeline (whole images, padding masked). The rest are the keyword arguments of
-  :func:`jaxseg.training.surrogate.generate_pairs` and ``fit_surrogate``. The surrogate's
-  ``metrics`` add ``checkpoint_step``, ``num_pairs``, ``grad_fn_agreement`` and
-  ``grad_fp_agreement`` to the fit's.
-  """
-  # The trainer (JAX, TensorFlow for the input pipelines) is imported once the flags are good.
-  from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
-  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
-  from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(checkpoint_dir):  # (Run makes its workdir: check first)
-    raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir} is not a directory: train the "
-                            "cross-entropy model with train.py --workdir there first.")
-  config = config.copy_and_resolve_references()
-  config.data.eval_split = split or config.data.train_split
-  run = loop.Run(config, checkpoint_dir)
-  if jax.process_count() != 1:
-    raise ConfigError("fit_surrogate.py runs in a single process: leave config.distributed off.")
-  try:
-    step = run.checkpointer.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint in {run.checkpointer.directory}: train the "
-                              "cross-entropy model first.")
-    variables = run.checkpointer.restore(run.initial_state(), step).variables
-  finally:
-    run.checkpointer.close()
-  apply = jax.jit(functools.partial(run.model.apply, train=False))
-
-  def logits_fn(images):
-    return apply(variables, images)
-
-  features, targets = surrogate_lib.generate_pairs(
-      logits_fn, run.eval_iterator(), kind=kind, num_inputs=num_inputs,
-      num_perturbations=num_perturbations, max_batches=max_batches, seed=seed,
-      ignore_index=run.ignore_index)
-  surrogate = surrogate_lib.fit_surrogate(
-      features, targets, kind=kind, hidden=hidden, activation=activation, steps=steps,
-      batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed)
-  agreement = surrogate_lib.batch_gradient_agreement(
-      surrogate, logits_fn, run.eval_iterator(), max_batches=_AGREEMENT_BATCHES,
-      ignore_index=run.ignore_index)
-  surrogate = dataclasses.replace(surrogate, metrics={
-      **surrogate.metrics,
-      "checkpoint_step": float(step),
-      "num_pairs": float(len(targets)),
-      "grad_fn_agreement": agreement["fn_agreement"],
-      "grad_fp_agreement": agreement["fp_agreement"],
-  })
-  surrogate_lib.save_surrogate(output, surrogate)
-  return surrogate
-
 
 def main(argv):
   cli.start(argv)
   from jaxseg.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
   from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
   try:
-    surrogate = fit_from_checkpoint(
+    surrogate = surrogate_lib.fit_from_checkpoint(
         FLAGS.config, FLAGS.checkpoint_dir, FLAGS.output,
         step=None if FLAGS.step < 0 else FLAGS.step, split=FLAGS.split or None,
         max_batches=FLAGS.max_batches, kind=FLAGS.kind, num_inputs=int(FLAGS.num_inputs),
