@@ -87,6 +87,14 @@ DATASETS: dict[str, dict] = {
         mean=(127.5, 127.5, 127.5), std=(64.0, 64.0, 64.0), eval_pad_size=None,
         options={"image_size": 64, "num_train": 256, "num_validation": 64, "seed": 0},
     ),
+    # Synthetic street scenes for loss studies (imbalanced, thin and co-occurring classes):
+    # 64 x 64 images, 256 training / 64 validation, the same input settings as shapes.
+    "streets": dict(
+        train_split="train", eval_split="validation",
+        crop_size=(64, 64), scale_range=(0.75, 1.25), flip=True,
+        mean=(127.5, 127.5, 127.5), std=(64.0, 64.0, 64.0), eval_pad_size=None,
+        options={"image_size": 64, "num_train": 256, "num_validation": 64, "seed": 0},
+    ),
     # Lovász-Softmax paper, Sec. 4.1: 10 images of 50 x 50 circles, no augmentation, one
     # feature per pixel, (x - 127.5) / 31.875.
     "circles": dict(

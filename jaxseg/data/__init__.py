@@ -1,7 +1,8 @@
 """Input pipelines: Pascal VOC 2012 + SBD and Cityscapes (TFDS builders over the official
-archives, image-only test splits included), the synthetic ``shapes`` and ``circles`` datasets,
-augmentation, equibatch and class-balanced sampling, split statistics, the training / evaluation
-iterators the trainer uses, and folders of images batched in size buckets for prediction.
+archives, image-only test splits included), the synthetic ``shapes``, ``streets`` and ``circles``
+datasets, augmentation, equibatch and class-balanced sampling, split statistics, the training /
+evaluation iterators the trainer uses, and folders of images batched in size buckets for
+prediction.
 
 TensorFlow runs on the host only (it is hidden from the GPUs at import).
 """

@@ -2,7 +2,7 @@
 
 Names: ``voc2012_segmentation`` and ``cityscapes`` (TFDS builders over the official archives in
 the manual directory, prepared once into ``data_dir`` in the ArrayRecord format so that examples
-can be read by index), ``shapes`` and ``circles`` (synthetic, in memory).
+can be read by index), ``shapes``, ``streets`` and ``circles`` (synthetic, in memory).
 
 Every dataset is exposed as a :class:`Source`: a fixed number of examples addressable by index,
 with a TensorFlow graph function ``fetch(index)`` that decodes one example. Index-based access is
@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from jaxseg.data import cityscapes, synthetic, voc  # noqa: E402
 
 IGNORE_INDEX = 255
-NAMES = ("voc2012_segmentation", "cityscapes", "shapes", "circles")
+NAMES = ("voc2012_segmentation", "cityscapes", "shapes", "streets", "circles")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 
 
@@ -126,6 +126,7 @@ _INFOS = {
         class_to_category=cityscapes.TRAIN_ID_TO_CATEGORY,
     ),
     "shapes": _synthetic_info("shapes", synthetic.SHAPES_CLASS_NAMES),
+    "streets": _synthetic_info("streets", synthetic.STREETS_CLASS_NAMES),
     "circles": _synthetic_info("circles", synthetic.CIRCLES_CLASS_NAMES),
 }
 
@@ -301,14 +302,15 @@ def get_dataset(name: str, split: str, *, data_dir=None, manual_dir=None, **opti
     feature).
 
     Args:
-      name: ``voc2012_segmentation``, ``cityscapes``, ``shapes`` or ``circles``.
+      name: ``voc2012_segmentation``, ``cityscapes``, ``shapes``, ``streets`` or ``circles``.
       split: VOC ``train``/``val``/``train_aug``/``test`` (image-only, from ``VOC2012test.tar``);
         Cityscapes ``train``/``val``/``test`` (image-only); synthetic
         ``train``/``validation``/``test`` (``val`` and ``validation`` are accepted everywhere).
       data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       manual_dir: where the official archives are (default ``<data_dir>/downloads/manual``).
       **options: synthetic only: ``image_size``, ``num_train``, ``num_validation``,
-        ``num_test``, ``seed``; ``shapes`` also ``noise`` (pixel noise sigma, default 18).
+        ``num_test``, ``seed``; ``shapes`` and ``streets`` also ``noise`` (pixel noise sigma,
+        default 18 and 14).
     """
     source = get_source(name, split, data_dir=data_dir, manual_dir=manual_dir, **options)
     ds = tf.data.Dataset.range(source.num_examples)
