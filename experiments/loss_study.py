@@ -364,6 +364,13 @@ def run_study(*, root: str, report_dir: str, seeds, recipes, smoke: bool) -> dic
   return study
 
 
+def enable_compilation_cache(root: str) -> None:
+  """The seeds of a recipe compile the same programs: JAX's persistent cache under ``root``
+  compiles them once."""
+  jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jit_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", default="runs/loss_study",
@@ -382,9 +389,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save and restore at INFO
-  # The seeds of a recipe compile the same programs: a persistent cache compiles them once.
-  jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jit_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  enable_compilation_cache(args.workdir)
   seeds = [int(s) for s in args.seeds.split(",") if s]
   return run_study(root=args.workdir, report_dir=args.report_dir,
                    seeds=seeds[:1] if args.smoke else seeds,

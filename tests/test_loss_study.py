@@ -117,3 +117,41 @@ def test_smoke_run_end_to_end_and_cached(tmp_path):
   mtime = os.path.getmtime(result)
   assert loss_study.main(args)["table"]["ce"] == study["table"]["ce"]
   assert os.path.getmtime(result) == mtime
+
+
+# ----------------------------------------------------------------------------------------------
+# The NeuroIoU investigation (experiments/neuroiou_study.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_neuroiou_variants_change_only_what_they_name(settings, surrogate_root):
+  from experiments import neuroiou_study as ns
+  n, k = settings["num_train_steps"], settings["finetune_steps"]
+  base = loss_study.recipe_config("neuroiou", 0, settings, surrogate_root)
+  for variant in ns.VARIANTS:
+    c = ns.variant_config(variant, 0, settings, surrogate_root)
+    assert (c.init_from.step, c.num_train_steps, c.model.name) == (n - k, k, base.model.name)
+  sgd = ns.variant_config("paper_sgd", 0, settings, surrogate_root)
+  assert (sgd.optim.name, sgd.optim.momentum, sgd.optim.weight_decay) == ("sgd", 0.99, 5e-4)
+  assert (sgd.schedule.name, sgd.schedule.base_lr) == ("constant", 1e-5)
+  small = ns.variant_config("adam_small_lr", 0, settings, surrogate_root)
+  assert small.optim.to_dict() == base.optim.to_dict() and small.schedule.base_lr == 1e-5
+  assert ns.variant_config("study", 0, settings, surrogate_root).to_dict() == base.to_dict()
+  plus = ns.variant_config("plus_ce", 0, settings, surrogate_root)
+  assert [t["name"] for t in plus.loss.terms] == ["neuroiou", "cross_entropy"]
+  chunk = ns.variant_config("refit", 0, settings, surrogate_root, steps=k // 3,
+                            init_checkpoint="/x/checkpoints", surrogate_path="/x/s.msgpack")
+  assert (chunk.num_train_steps, chunk.init_from.checkpoint, chunk.init_from.step) == (
+      k // 3, "/x/checkpoints", -1)
+  assert chunk.loss.kwargs.surrogate_path == "/x/s.msgpack"
+
+
+def test_neuroiou_report_changes_from_the_start():
+  from experiments import neuroiou_study as ns
+  def run(seed, miou, start):
+    error = {"true_loss": 0.5, "predicted_loss": 0.45, "mse": 0.01}
+    return {"variant": "paper_sgd", "seed": seed, "miou": miou, "start_miou": start,
+            "image_miou": miou, "training_loss": [[0.6, 0.7]], "surrogate_at_start": error,
+            "surrogate_at_end": error}
+  text = ns.markdown_report([run(0, 0.50, 0.45), run(1, 0.40, 0.45)])
+  assert "| 45.0 ± 7.1 | +0.0 ± 7.1 | 0.600 → 0.700 | 0.0100 → 0.0100 | 0.500 (0.450) |" in text

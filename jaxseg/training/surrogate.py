@@ -14,7 +14,7 @@ perturbations of the logits (the labels are kept):
 * label-preserving mixing ``(1 - λ) F + λ F_other`` with the logits of another image of the batch
   (the prediction drifts towards unrelated content, the ground truth stays).
 
-Public API (array / iterator based; only :func:`fit_from_checkpoint` uses the trainer):
+Public API (array / iterator based; the last two read the trainer's runs):
 
 * :func:`perturb_logits` — one random draw of the perturbations above, per image.
 * :func:`generate_pairs` — ``(features [N, F], targets [N])`` from an iterator of batches and a
@@ -25,8 +25,8 @@ Public API (array / iterator based; only :func:`fit_from_checkpoint` uses the tr
   the right way (an accurate value does not guarantee it; check before fine-tuning);
   :func:`batch_gradient_agreement` the same over batches of a logits function.
 * :func:`save_surrogate` / :func:`load_surrogate` (re-exported from the loss module).
-* :func:`fit_from_checkpoint` — all of the above on a trained run's checkpoint (the one function
-  that reads the trainer's runs; it imports the trainer when called).
+* :func:`checkpoint_predictor` — a trained run's network and images (imports the trainer when
+  called); :func:`fit_from_checkpoint` — all of the above on that network.
 
 The program ``fit_surrogate.py`` (next to ``train.py``) runs them on a trained cross-entropy
 run's checkpoint and writes the surrogate file::
@@ -65,6 +65,7 @@ __all__ = [
     "fit_surrogate",
     "gradient_agreement",
     "batch_gradient_agreement",
+    "checkpoint_predictor",
     "fit_from_checkpoint",
     "save_surrogate",
     "load_surrogate",
@@ -401,6 +402,49 @@ def batch_gradient_agreement(
     return totals
 
 
+def checkpoint_predictor(
+    config: Any, checkpoint_dir: str, *, step: int | None = None, split: str | None = None
+) -> tuple[Callable[[Any], jax.Array], Callable[[], Iterable[dict[str, Any]]], int, int]:
+    """A trained run's network as ``(logits_fn, batches, ignore_index, step)``.
+
+    ``config`` and ``checkpoint_dir`` are the run's config and workdir (``train.py``'s
+    ``--config`` and ``--workdir``); ``step`` None restores the latest checkpoint. ``logits_fn``
+    maps images to the network's logits (evaluation mode, jitted); ``batches()`` returns a fresh
+    iterator over ``split`` (None: ``config.data.train_split``) with the evaluation pipeline (whole
+    images, padding masked): the inputs of :func:`generate_pairs` and
+    :func:`batch_gradient_agreement`. Imports the trainer when called.
+    """
+    from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
+    from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
+
+    if not os.path.isdir(checkpoint_dir):  # (Run makes its workdir: check first)
+        raise FileNotFoundError(
+            f"checkpoint_dir {checkpoint_dir} is not a directory: train the model with train.py "
+            "--workdir there first."
+        )
+    config = config.copy_and_resolve_references()
+    config.data.eval_split = split or config.data.train_split
+    run = loop.Run(config, checkpoint_dir)
+    if jax.process_count() != 1:
+        raise ConfigError("reading a run's network for a surrogate runs in a single process: "
+                          "leave config.distributed off.")
+    try:
+        step = run.checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {run.checkpointer.directory}: train the model first."
+            )
+        variables = run.checkpointer.restore(run.initial_state(), step).variables
+    finally:
+        run.checkpointer.close()
+    apply = jax.jit(functools.partial(run.model.apply, train=False))
+
+    def logits_fn(images):
+        return apply(variables, images)
+
+    return logits_fn, run.eval_iterator, run.ignore_index, int(step)
+
+
 def fit_from_checkpoint(
     config: Any,
     checkpoint_dir: str,
@@ -423,55 +467,26 @@ def fit_from_checkpoint(
 ) -> Surrogate:
     """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
 
-    ``config`` and ``checkpoint_dir`` are the run's config and workdir (``train.py``'s
-    ``--config`` and ``--workdir``); ``step`` None restores the latest checkpoint; ``split`` None
-    uses ``config.data.train_split``. The images are read with the evaluation pipeline (whole
-    images, padding masked). The rest are the keyword arguments of :func:`generate_pairs` and
+    The network and images are :func:`checkpoint_predictor`'s (``config``, ``checkpoint_dir``,
+    ``step``, ``split``). The rest are the keyword arguments of :func:`generate_pairs` and
     :func:`fit_surrogate`; the gradient is checked on ``agreement_batches`` batches
     (:func:`batch_gradient_agreement`). The surrogate's ``metrics`` add ``checkpoint_step``,
     ``num_pairs``, ``grad_fn_agreement`` and ``grad_fp_agreement`` to the fit's. The program
     ``fit_surrogate.py`` is this function behind flags.
     """
-    # The trainer (TensorFlow for the input pipelines) only when a checkpoint is to be read.
-    from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
-    from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
-
-    if not os.path.isdir(checkpoint_dir):  # (Run makes its workdir: check first)
-        raise FileNotFoundError(
-            f"checkpoint_dir {checkpoint_dir} is not a directory: train the cross-entropy model "
-            "with train.py --workdir there first."
-        )
-    config = config.copy_and_resolve_references()
-    config.data.eval_split = split or config.data.train_split
-    run = loop.Run(config, checkpoint_dir)
-    if jax.process_count() != 1:
-        raise ConfigError("fitting a surrogate runs in a single process: leave config.distributed off.")
-    try:
-        step = run.checkpointer.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {run.checkpointer.directory}: train the cross-entropy model first."
-            )
-        variables = run.checkpointer.restore(run.initial_state(), step).variables
-    finally:
-        run.checkpointer.close()
-    apply = jax.jit(functools.partial(run.model.apply, train=False))
-
-    def logits_fn(images):
-        return apply(variables, images)
-
+    logits_fn, batches, ignore_index, step = checkpoint_predictor(
+        config, checkpoint_dir, step=step, split=split)
     features, targets = generate_pairs(
-        logits_fn, run.eval_iterator(), kind=kind, num_inputs=num_inputs,
+        logits_fn, batches(), kind=kind, num_inputs=num_inputs,
         num_perturbations=num_perturbations, max_batches=max_batches, seed=seed,
-        ignore_index=run.ignore_index,
+        ignore_index=ignore_index,
     )
     surrogate = fit_surrogate(
         features, targets, kind=kind, hidden=hidden, activation=activation, steps=steps,
         batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed,
     )
     agreement = batch_gradient_agreement(
-        surrogate, logits_fn, run.eval_iterator(), max_batches=agreement_batches,
-        ignore_index=run.ignore_index,
+        surrogate, logits_fn, batches(), max_batches=agreement_batches, ignore_index=ignore_index,
     )
     surrogate = dataclasses.replace(surrogate, metrics={
         **surrogate.metrics,

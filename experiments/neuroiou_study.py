@@ -1,0 +1,225 @@
+"""Why NeuroIoU fine-tuning loses mIoU on the loss study's data, and what changes that.
+
+    python -m experiments.neuroiou_study [--study_dir runs/loss_study] [--report_dir docs/loss_study]
+
+Runs after ``experiments/loss_study.py`` (same ``--workdir``): it reuses each seed's
+cross-entropy run, its step ``N - K`` checkpoint (the fine-tuning start) and the NeuroIoU
+surrogate fitted there (Nagendar et al., BMVC 2018, Sec. 3.1: 6 probability features, MLP of 4
+x 100), and the study's ``neuroiou`` run. Each variant fine-tunes ``K`` steps from the same start
+(cached per (variant, seed) like the study). Writes ``neuroiou_study.md`` and
+``neuroiou_study.json`` under ``--report_dir``.
+
+Variants (``VARIANTS``):
+
+* ``study``: the loss study's fine-tuning protocol (Adam, cosine decay from the CE schedule's
+  learning rate at ``N - K``), the study's ``neuroiou`` run itself;
+* ``paper_sgd``: the paper's optimiser (Sec. 4.1): SGD, momentum 0.99, weight decay 5e-4, fixed
+  learning rate 1e-5;
+* ``adam_small_lr``: the study's Adam at a fixed learning rate of 1e-5 (70x smaller);
+* ``refit`` (an extension beyond the paper): fixed learning rate 1e-5, the surrogate refitted on
+  the fine-tuned network's own predictions every ``K / 3`` steps;
+* ``plus_ce`` (an extension beyond the paper): the study's protocol with cross-entropy added to
+  the NeuroIoU loss.
+
+Diagnostics, per variant and seed: the validation mIoU and its change from the start; the
+training loss (the surrogate's value) over the first and last logged windows; the start
+surrogate's error on the fine-tuned network's own training pairs (clean, no perturbation),
+against its error on the start network's pairs: if the network had moved to where the surrogate
+is wrong (exploited it off the data it was fitted on), the first would be much larger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import logging as absl_logging  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import loss_study  # noqa: E402
+
+SURROGATE_FILE = "neuroiou_prob6.msgpack"
+VARIANTS = {
+    "study": "the loss study's protocol (Adam, cosine from the CE schedule's rate at N - K)",
+    "paper_sgd": "the paper's SGD: momentum 0.99, weight decay 5e-4, lr 1e-5",
+    "adam_small_lr": "Adam, fixed lr 1e-5",
+    "refit": "Adam, fixed lr 1e-5, surrogate refitted every K/3 steps (extension)",
+    "plus_ce": "the study's protocol, loss NeuroIoU + CE (extension)",
+}
+REFIT_CHUNKS = 3
+SMALL_LR = 1e-5
+
+
+def variant_config(variant: str, seed: int, settings: dict, root: str, *, steps=None,
+                   init_checkpoint=None, surrogate_path=None):
+  """The fine-tuning config of ``variant`` (the study's ``neuroiou`` recipe, changed)."""
+  c = loss_study.recipe_config("neuroiou", seed, settings, root)
+  if variant in ("adam_small_lr", "refit"):
+    c.schedule.name = "constant"
+    c.schedule.base_lr = SMALL_LR
+  elif variant == "paper_sgd":
+    c.optim.name = "sgd"
+    c.optim.momentum = 0.99
+    c.optim.weight_decay = 5e-4
+    c.schedule.name = "constant"
+    c.schedule.base_lr = SMALL_LR
+  elif variant == "plus_ce":
+    c.loss = {"terms": [c.loss.to_dict(), loss_study.CE]}
+  if steps is not None:
+    c.num_train_steps = c.checkpoint_every_steps = steps
+  if init_checkpoint is not None:
+    c.init_from.checkpoint = init_checkpoint
+    c.init_from.step = -1
+  if surrogate_path is not None:
+    c.loss.kwargs.surrogate_path = surrogate_path
+  return c
+
+
+def surrogate_error(surrogate, config, workdir: str, step: int, max_batches: int) -> dict:
+  """The surrogate's mean prediction, the mean true IoU loss and the MSE between them on the
+  clean (image, class) pairs of a checkpoint's network over the training images."""
+  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
+  logits_fn, batches, ignore_index, _ = surrogate_lib.checkpoint_predictor(
+      config, workdir, step=step)
+  features, targets = surrogate_lib.generate_pairs(
+      logits_fn, batches(), num_perturbations=0, max_batches=max_batches,
+      ignore_index=ignore_index)
+  predicted = np.asarray(jax.device_get(surrogate(jax.numpy.asarray(features))), np.float64)
+  return {"true_loss": float(np.mean(targets)), "predicted_loss": float(np.mean(predicted)),
+          "mse": float(np.mean((predicted - targets) ** 2))}
+
+
+def training_loss_ends(workdir: str) -> tuple[float, float]:
+  """The logged training loss of the first and last windows of a run."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  losses = [r["loss"] for r in rows if r.get("split") == "train"]
+  return losses[0], losses[-1]
+
+
+def run_variant(variant: str, seed: int, settings: dict, root: str) -> dict:
+  """Fine-tunes one (variant, seed) (cached in ``result.json``) and measures it."""
+  from jaxseg.losses import neuroiou  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
+  n, k = settings["num_train_steps"], settings["finetune_steps"]
+  if variant == "study":
+    workdir = os.path.join(root, f"neuroiou_seed{seed}")
+    loss_study.run_recipe("neuroiou", seed, settings, root)
+  else:
+    workdir = os.path.join(root, f"neuroiou_{variant}_seed{seed}")
+  result_path = os.path.join(workdir, "variant.json")
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      return json.load(f)
+  ce_dir = loss_study.ce_workdir(root, seed)
+  start_surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, SURROGATE_FILE))
+  losses = []
+  if variant == "refit":  # chunks, each from the last one's weights with a surrogate refitted there
+    chunk_steps = k // REFIT_CHUNKS
+    init, path = None, None
+    for j in range(REFIT_CHUNKS):
+      chunk = os.path.join(workdir, f"chunk{j}")
+      config = variant_config(variant, seed, settings, root, steps=chunk_steps,
+                              init_checkpoint=init, surrogate_path=path)
+      summary = loop.train_and_evaluate(config, chunk)
+      losses.append(training_loss_ends(chunk))
+      init = os.path.join(chunk, "checkpoints")
+      if j + 1 < REFIT_CHUNKS:
+        path = os.path.join(chunk, SURROGATE_FILE)
+        if not os.path.exists(path):
+          surrogate_lib.fit_from_checkpoint(
+              config, chunk, path + ".tmp", step=None, split=None, max_batches=200, kind="prob",
+              num_inputs=6, num_perturbations=4, seed=seed, hidden=(100, 100, 100, 100),
+              activation="softplus", steps=settings["surrogate_steps"], batch_size=256,
+              learning_rate=1e-3, val_fraction=0.1)
+          os.replace(path + ".tmp", path)
+    final_dir, final_step = chunk, chunk_steps
+  else:
+    config = variant_config(variant, seed, settings, root)
+    summary = loop.train_and_evaluate(config, workdir)
+    losses.append(training_loss_ends(workdir))
+    final_dir, final_step = workdir, k
+  ce_config = loss_study.recipe_config("ce", seed, settings, root)
+  with open(os.path.join(ce_dir, "result.json")) as f:
+    start = json.load(f)["start"]
+  max_batches = 4 if settings["num_train_steps"] < 50 else 16
+  result = {
+      "variant": variant, "seed": seed, "miou": summary["miou"], "start_miou": start["miou"],
+      "image_miou": summary["image_miou"], "training_loss": losses,
+      "surrogate_at_start": surrogate_error(start_surrogate, ce_config, ce_dir, n - k,
+                                            max_batches),
+      "surrogate_at_end": surrogate_error(start_surrogate, config, final_dir, final_step,
+                                          max_batches),
+  }
+  os.makedirs(workdir, exist_ok=True)
+  with open(result_path + ".tmp", "w") as f:
+    json.dump(result, f, indent=1)
+  os.replace(result_path + ".tmp", result_path)
+  return result
+
+
+def markdown_report(results: list[dict]) -> str:
+  """One row per variant: mean ± std over seeds (in %) and the diagnostics' means."""
+  lines = ["| variant | mIoU | change from the start | training loss, first → last window | "
+           "start surrogate's MSE: start net → fine-tuned net | true IoU loss (predicted): "
+           "fine-tuned net |", "|---|---|---|---|---|---|"]
+  for variant in dict.fromkeys(r["variant"] for r in results):
+    runs = [r for r in results if r["variant"] == variant]
+    miou = loss_study.mean_std([r["miou"] for r in runs])
+    change = loss_study.mean_std([r["miou"] - r["start_miou"] for r in runs])
+    first = np.mean([r["training_loss"][0][0] for r in runs])
+    last = np.mean([r["training_loss"][-1][1] for r in runs])
+    mse0 = np.mean([r["surrogate_at_start"]["mse"] for r in runs])
+    mse1 = np.mean([r["surrogate_at_end"]["mse"] for r in runs])
+    true1 = np.mean([r["surrogate_at_end"]["true_loss"] for r in runs])
+    pred1 = np.mean([r["surrogate_at_end"]["predicted_loss"] for r in runs])
+    lines.append(f"| {VARIANTS[variant]} | {loss_study._pm(miou)} | "  # pylint: disable=protected-access
+                 f"{100 * change[0]:+.1f} ± {100 * change[1]:.1f} | {first:.3f} → {last:.3f} | "
+                 f"{mse0:.4f} → {mse1:.4f} | {true1:.3f} ({pred1:.3f}) |")
+  return "\n".join(lines) + "\n"
+
+
+def run_study(*, root: str, report_dir: str, seeds, variants, smoke: bool) -> list[dict]:
+  settings = loss_study.study_settings(smoke)
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown:
+    raise ValueError(f"variants: unknown {unknown}; known: {list(VARIANTS)}")
+  results = []
+  for seed in seeds:
+    loss_study.run_recipe("ce", seed, settings, root)
+    for variant in variants:
+      print(f"NeuroIoU variant {variant}, seed {seed}", flush=True)
+      results.append(run_variant(variant, seed, settings, root))
+  os.makedirs(report_dir, exist_ok=True)
+  with open(os.path.join(report_dir, "neuroiou_study.json"), "w") as f:
+    json.dump({"settings": settings, "runs": results}, f, indent=1)
+  text = markdown_report(results)
+  with open(os.path.join(report_dir, "neuroiou_study.md"), "w") as f:
+    f.write(text)
+  print(text, flush=True)
+  return results
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--study_dir", default="runs/loss_study",
+                      help="the loss study's --workdir (its CE runs and surrogates)")
+  parser.add_argument("--report_dir", default="docs/loss_study")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--smoke", action="store_true", help="the loss study's --smoke settings")
+  args = parser.parse_args(argv)
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  loss_study.enable_compilation_cache(args.study_dir)
+  return run_study(root=args.study_dir, report_dir=args.report_dir,
+                   seeds=[int(s) for s in args.seeds.split(",") if s],
+                   variants=[v for v in args.variants.split(",") if v], smoke=args.smoke)
+
+
+if __name__ == "__main__":
+  main()
