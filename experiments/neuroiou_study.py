@@ -9,17 +9,18 @@ x 100), and the study's ``neuroiou`` run. Each variant fine-tunes ``K`` steps fr
 (cached per (variant, seed) like the study). Writes ``neuroiou_study.md`` and
 ``neuroiou_study.json`` under ``--report_dir``.
 
-Variants (``VARIANTS``):
+Variants (``VARIANTS``), all from the same start for ``K`` steps:
 
 * ``study``: the loss study's fine-tuning protocol (Adam, cosine decay from the CE schedule's
-  learning rate at ``N - K``), the study's ``neuroiou`` run itself;
+  learning rate at ``N - K``, 7e-4), the study's ``neuroiou`` run itself;
 * ``paper_sgd``: the paper's optimiser (Sec. 4.1): SGD, momentum 0.99, weight decay 5e-4, fixed
   learning rate 1e-5;
-* ``adam_small_lr``: the study's Adam at a fixed learning rate of 1e-5 (70x smaller);
-* ``refit`` (an extension beyond the paper): fixed learning rate 1e-5, the surrogate refitted on
-  the fine-tuned network's own predictions every ``K / 3`` steps;
+* ``adam_1e-5``, ``adam_1e-4``: the study's Adam at a fixed learning rate of 1e-5 or 1e-4;
+* ``refit_1e-4`` (an extension beyond the paper): ``adam_1e-4`` with the surrogate refitted on
+  the fine-tuned network's own predictions every ``K / 3`` steps (each chunk starts a fresh Adam
+  state from the last chunk's weights);
 * ``plus_ce`` (an extension beyond the paper): the study's protocol with cross-entropy added to
-  the NeuroIoU loss.
+  the NeuroIoU loss (its training loss column is then the sum).
 
 Diagnostics, per variant and seed: the validation mIoU and its change from the start; the
 training loss (the surrogate's value) over the first and last logged windows; the start
@@ -43,31 +44,34 @@ import numpy as np  # noqa: E402
 from experiments import loss_study  # noqa: E402
 
 SURROGATE_FILE = "neuroiou_prob6.msgpack"
-VARIANTS = {
-    "study": "the loss study's protocol (Adam, cosine from the CE schedule's rate at N - K)",
-    "paper_sgd": "the paper's SGD: momentum 0.99, weight decay 5e-4, lr 1e-5",
-    "adam_small_lr": "Adam, fixed lr 1e-5",
-    "refit": "Adam, fixed lr 1e-5, surrogate refitted every K/3 steps (extension)",
-    "plus_ce": "the study's protocol, loss NeuroIoU + CE (extension)",
+# name -> (description, fixed learning rate (None: the study's schedule), changes).
+VARIANTS: dict[str, tuple[str, float | None, dict]] = {
+    "study": ("the loss study's protocol: Adam, cosine from the CE schedule's rate at N - K",
+              None, {}),
+    "paper_sgd": ("the paper's SGD: momentum 0.99, weight decay 5e-4, fixed lr 1e-5", 1e-5,
+                  {"sgd": True}),
+    "adam_1e-5": ("Adam, fixed lr 1e-5", 1e-5, {}),
+    "adam_1e-4": ("Adam, fixed lr 1e-4", 1e-4, {}),
+    "refit_1e-4": ("Adam, fixed lr 1e-4, surrogate refitted every K/3 steps (extension)", 1e-4,
+                   {"refit": True}),
+    "plus_ce": ("the study's protocol, loss NeuroIoU + CE (extension)", None, {"plus_ce": True}),
 }
 REFIT_CHUNKS = 3
-SMALL_LR = 1e-5
 
 
 def variant_config(variant: str, seed: int, settings: dict, root: str, *, steps=None,
                    init_checkpoint=None, surrogate_path=None):
   """The fine-tuning config of ``variant`` (the study's ``neuroiou`` recipe, changed)."""
+  _, learning_rate, changes = VARIANTS[variant]
   c = loss_study.recipe_config("neuroiou", seed, settings, root)
-  if variant in ("adam_small_lr", "refit"):
+  if learning_rate is not None:
     c.schedule.name = "constant"
-    c.schedule.base_lr = SMALL_LR
-  elif variant == "paper_sgd":
+    c.schedule.base_lr = learning_rate
+  if changes.get("sgd"):
     c.optim.name = "sgd"
     c.optim.momentum = 0.99
     c.optim.weight_decay = 5e-4
-    c.schedule.name = "constant"
-    c.schedule.base_lr = SMALL_LR
-  elif variant == "plus_ce":
+  if changes.get("plus_ce"):
     c.loss = {"terms": [c.loss.to_dict(), loss_study.CE]}
   if steps is not None:
     c.num_train_steps = c.checkpoint_every_steps = steps
@@ -119,7 +123,7 @@ def run_variant(variant: str, seed: int, settings: dict, root: str) -> dict:
   ce_dir = loss_study.ce_workdir(root, seed)
   start_surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, SURROGATE_FILE))
   losses = []
-  if variant == "refit":  # chunks, each from the last one's weights with a surrogate refitted there
+  if VARIANTS[variant][2].get("refit"):  # chunks: the last chunk's weights, a surrogate refitted there
     chunk_steps = k // REFIT_CHUNKS
     init, path = None, None
     for j in range(REFIT_CHUNKS):
@@ -163,24 +167,32 @@ def run_variant(variant: str, seed: int, settings: dict, root: str) -> dict:
   return result
 
 
-def markdown_report(results: list[dict]) -> str:
-  """One row per variant: mean ± std over seeds (in %) and the diagnostics' means."""
-  lines = ["| variant | mIoU | change from the start | training loss, first → last window | "
+def markdown_report(results: list[dict], controls: list[dict]) -> str:
+  """One row per variant: mean ± std over seeds (in %) and the diagnostics' means; then the
+  study's ``ce_restart`` runs (``controls``), the same restart with cross-entropy."""
+  lines = ["| fine-tuning | mIoU | change from the start | training loss, first → last window | "
            "start surrogate's MSE: start net → fine-tuned net | true IoU loss (predicted): "
            "fine-tuned net |", "|---|---|---|---|---|---|"]
-  for variant in dict.fromkeys(r["variant"] for r in results):
-    runs = [r for r in results if r["variant"] == variant]
+
+  def scores(runs):
     miou = loss_study.mean_std([r["miou"] for r in runs])
     change = loss_study.mean_std([r["miou"] - r["start_miou"] for r in runs])
+    return (f"{100 * miou[0]:.1f} ± {100 * miou[1]:.1f} | "
+            f"{100 * change[0]:+.1f} ± {100 * change[1]:.1f}")
+
+  for variant in dict.fromkeys(r["variant"] for r in results):
+    runs = [r for r in results if r["variant"] == variant]
     first = np.mean([r["training_loss"][0][0] for r in runs])
     last = np.mean([r["training_loss"][-1][1] for r in runs])
     mse0 = np.mean([r["surrogate_at_start"]["mse"] for r in runs])
     mse1 = np.mean([r["surrogate_at_end"]["mse"] for r in runs])
     true1 = np.mean([r["surrogate_at_end"]["true_loss"] for r in runs])
     pred1 = np.mean([r["surrogate_at_end"]["predicted_loss"] for r in runs])
-    lines.append(f"| {VARIANTS[variant]} | {loss_study._pm(miou)} | "  # pylint: disable=protected-access
-                 f"{100 * change[0]:+.1f} ± {100 * change[1]:.1f} | {first:.3f} → {last:.3f} | "
+    lines.append(f"| {VARIANTS[variant][0]} | {scores(runs)} | {first:.3f} → {last:.3f} | "
                  f"{mse0:.4f} → {mse1:.4f} | {true1:.3f} ({pred1:.3f}) |")
+  if controls:
+    lines.append(f"| control: cross-entropy instead of NeuroIoU, the study's protocol "
+                 f"(`ce_restart`) | {scores(controls)} | | | |")
   return "\n".join(lines) + "\n"
 
 
@@ -189,16 +201,18 @@ def run_study(*, root: str, report_dir: str, seeds, variants, smoke: bool) -> li
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
     raise ValueError(f"variants: unknown {unknown}; known: {list(VARIANTS)}")
-  results = []
+  results, controls = [], []
   for seed in seeds:
-    loss_study.run_recipe("ce", seed, settings, root)
+    start = loss_study.run_recipe("ce", seed, settings, root)["start"]
     for variant in variants:
       print(f"NeuroIoU variant {variant}, seed {seed}", flush=True)
       results.append(run_variant(variant, seed, settings, root))
+    control = loss_study.run_recipe("ce_restart", seed, settings, root)
+    controls.append({"seed": seed, "miou": control["miou"], "start_miou": start["miou"]})
   os.makedirs(report_dir, exist_ok=True)
   with open(os.path.join(report_dir, "neuroiou_study.json"), "w") as f:
-    json.dump({"settings": settings, "runs": results}, f, indent=1)
-  text = markdown_report(results)
+    json.dump({"settings": settings, "runs": results, "controls": controls}, f, indent=1)
+  text = markdown_report(results, controls)
   with open(os.path.join(report_dir, "neuroiou_study.md"), "w") as f:
     f.write(text)
   print(text, flush=True)

@@ -134,12 +134,14 @@ def test_neuroiou_variants_change_only_what_they_name(settings, surrogate_root):
   sgd = ns.variant_config("paper_sgd", 0, settings, surrogate_root)
   assert (sgd.optim.name, sgd.optim.momentum, sgd.optim.weight_decay) == ("sgd", 0.99, 5e-4)
   assert (sgd.schedule.name, sgd.schedule.base_lr) == ("constant", 1e-5)
-  small = ns.variant_config("adam_small_lr", 0, settings, surrogate_root)
-  assert small.optim.to_dict() == base.optim.to_dict() and small.schedule.base_lr == 1e-5
+  for variant, lr in (("adam_1e-5", 1e-5), ("adam_1e-4", 1e-4), ("refit_1e-4", 1e-4)):
+    c = ns.variant_config(variant, 0, settings, surrogate_root)
+    assert c.optim.to_dict() == base.optim.to_dict()
+    assert (c.schedule.name, c.schedule.base_lr) == ("constant", lr)
   assert ns.variant_config("study", 0, settings, surrogate_root).to_dict() == base.to_dict()
   plus = ns.variant_config("plus_ce", 0, settings, surrogate_root)
   assert [t["name"] for t in plus.loss.terms] == ["neuroiou", "cross_entropy"]
-  chunk = ns.variant_config("refit", 0, settings, surrogate_root, steps=k // 3,
+  chunk = ns.variant_config("refit_1e-4", 0, settings, surrogate_root, steps=k // 3,
                             init_checkpoint="/x/checkpoints", surrogate_path="/x/s.msgpack")
   assert (chunk.num_train_steps, chunk.init_from.checkpoint, chunk.init_from.step) == (
       k // 3, "/x/checkpoints", -1)
@@ -153,5 +155,7 @@ def test_neuroiou_report_changes_from_the_start():
     return {"variant": "paper_sgd", "seed": seed, "miou": miou, "start_miou": start,
             "image_miou": miou, "training_loss": [[0.6, 0.7]], "surrogate_at_start": error,
             "surrogate_at_end": error}
-  text = ns.markdown_report([run(0, 0.50, 0.45), run(1, 0.40, 0.45)])
+  control = [{"seed": 0, "miou": 0.5, "start_miou": 0.4}, {"seed": 1, "miou": 0.6, "start_miou": 0.4}]
+  text = ns.markdown_report([run(0, 0.50, 0.45), run(1, 0.40, 0.45)], control)
   assert "| 45.0 ± 7.1 | +0.0 ± 7.1 | 0.600 → 0.700 | 0.0100 → 0.0100 | 0.500 (0.450) |" in text
+  assert "(`ce_restart`) | 55.0 ± 7.1 | +15.0 ± 7.1 |" in text
