@@ -22,7 +22,7 @@ Variants (``VARIANTS``), all from the same start for ``K`` steps:
 * ``plus_ce`` (an extension beyond the paper): the study's protocol with cross-entropy added to
   the NeuroIoU loss (its training loss column is then the sum).
 
-Diagnostics, per variant and seed: the validation mIoU and its change from the start; the
+Diagnostics, per variant and seed (and :func:`single_batch_descent` on the first seed): the validation mIoU and its change from the start; the
 training loss (the surrogate's value) over the first and last logged windows; the start
 surrogate's error on the fine-tuned network's own training pairs (clean, no perturbation),
 against its error on the start network's pairs: if the network had moved to where the surrogate
@@ -87,14 +87,73 @@ def surrogate_error(surrogate, config, workdir: str, step: int, max_batches: int
   """The surrogate's mean prediction, the mean true IoU loss and the MSE between them on the
   clean (image, class) pairs of a checkpoint's network over the training images."""
   from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
-  logits_fn, batches, ignore_index, _ = surrogate_lib.checkpoint_predictor(
-      config, workdir, step=step)
+  net = surrogate_lib.checkpoint_network(config, workdir, step=step)
   features, targets = surrogate_lib.generate_pairs(
-      logits_fn, batches(), num_perturbations=0, max_batches=max_batches,
-      ignore_index=ignore_index)
+      net.logits, net.batches(), num_perturbations=0, max_batches=max_batches,
+      ignore_index=net.ignore_index)
   predicted = np.asarray(jax.device_get(surrogate(jax.numpy.asarray(features))), np.float64)
   return {"true_loss": float(np.mean(targets)), "predicted_loss": float(np.mean(predicted)),
           "mse": float(np.mean((predicted - targets) ** 2))}
+
+
+DESCENT_RATES = (7e-4, 1e-4, 1e-5)
+LOGIT_RATE = 0.05
+
+
+def single_batch_descent(seed: int, settings: dict, root: str, *, steps: int = 40,
+                         every: int = 10) -> dict:
+  """Descends the start surrogate's NeuroIoU loss on one fixed batch of training images.
+
+  From the seed's start network (CE at ``N - K``), on the first batch of the evaluation
+  pipeline over the training split: Adam on the logits themselves (every pixel free; rate
+  ``LOGIT_RATE``), and Adam on the network's parameters (evaluation mode, BatchNorm statistics
+  fixed) at each rate of ``DESCENT_RATES``. Every ``every`` steps: the surrogate's value (the
+  loss descended) and the true IoU loss of the arg-max (mean over the kept (image, class)
+  pairs, Nagendar et al., Sec. 3.1) and the pixel accuracy.
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from jaxseg.losses import neuroiou  # pylint: disable=g-import-not-at-top
+  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
+  n, k = settings["num_train_steps"], settings["finetune_steps"]
+  ce_dir = loss_study.ce_workdir(root, seed)
+  surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, SURROGATE_FILE))
+  net = surrogate_lib.checkpoint_network(loss_study.recipe_config("ce", seed, settings, root),
+                                         ce_dir, step=n - k)
+  batch = next(iter(net.batches()))
+  images, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"]).astype(jnp.int32)
+
+  def loss(logits):
+    return neuroiou.neuroiou_loss(logits.astype(jnp.float32), labels, surrogate=surrogate,
+                                  ignore_index=net.ignore_index)
+
+  @jax.jit
+  def measure(logits):
+    _, targets, keep = neuroiou.neuroiou_statistics(logits, labels, kind=surrogate.kind,
+                                                    num_inputs=surrogate.num_inputs,
+                                                    ignore_index=net.ignore_index)
+    valid = labels != net.ignore_index
+    return {"surrogate": loss(logits),
+            "true_iou_loss": jnp.sum(jnp.where(keep, targets, 0.0)) / jnp.sum(keep),
+            "accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) & valid) / jnp.sum(valid)}
+
+  def descend(x, fn, rate):
+    tx = optax.adam(rate)
+    update = jax.jit(lambda x, s: tx.update(jax.grad(lambda y: loss(fn(y)))(x), s, x))
+    state, trace = tx.init(x), []
+    for i in range(steps + 1):
+      if i % every == 0:
+        trace.append({"step": i, **{key: float(v) for key, v in measure(fn(x)).items()}})
+      updates, state = update(x, state)
+      x = optax.apply_updates(x, updates)
+    return trace
+
+  params, rest = net.variables["params"], {k: v for k, v in net.variables.items() if k != "params"}
+  out = {"logits": descend(net.logits(images).astype(jnp.float32), lambda x: x, LOGIT_RATE)}
+  for rate in DESCENT_RATES:
+    out[f"params_{rate:g}"] = descend(params, lambda p: net.apply({"params": p, **rest}, images),
+                                      rate)
+  return out
 
 
 def training_loss_ends(workdir: str) -> tuple[float, float]:
@@ -196,6 +255,20 @@ def markdown_report(results: list[dict], controls: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def descent_report(descent: dict) -> str:
+  """The single-batch descents as a table: surrogate value / true IoU loss / accuracy."""
+  steps = [t["step"] for t in descent["logits"]]
+  lines = ["| descent on one batch (surrogate / true IoU loss / accuracy) | " +
+           " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+  for key, trace in descent.items():
+    what = (f"Adam on the logits, lr {LOGIT_RATE:g}" if key == "logits" else
+            f"Adam on the parameters, lr {key.split('_', 1)[1]}")
+    lines.append(f"| {what} | " + " | ".join(
+        f"{t['surrogate']:.3f} / {t['true_iou_loss']:.3f} / {t['accuracy']:.3f}"
+        for t in trace) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def run_study(*, root: str, report_dir: str, seeds, variants, smoke: bool) -> list[dict]:
   settings = loss_study.study_settings(smoke)
   unknown = [v for v in variants if v not in VARIANTS]
@@ -209,10 +282,13 @@ def run_study(*, root: str, report_dir: str, seeds, variants, smoke: bool) -> li
       results.append(run_variant(variant, seed, settings, root))
     control = loss_study.run_recipe("ce_restart", seed, settings, root)
     controls.append({"seed": seed, "miou": control["miou"], "start_miou": start["miou"]})
+  print(f"Single-batch descent, seed {seeds[0]}", flush=True)
+  descent = single_batch_descent(seeds[0], settings, root)
   os.makedirs(report_dir, exist_ok=True)
   with open(os.path.join(report_dir, "neuroiou_study.json"), "w") as f:
-    json.dump({"settings": settings, "runs": results, "controls": controls}, f, indent=1)
-  text = markdown_report(results, controls)
+    json.dump({"settings": settings, "runs": results, "controls": controls,
+               "single_batch_descent": {"seed": seeds[0], **descent}}, f, indent=1)
+  text = markdown_report(results, controls) + "\n" + descent_report(descent)
   with open(os.path.join(report_dir, "neuroiou_study.md"), "w") as f:
     f.write(text)
   print(text, flush=True)

@@ -159,3 +159,11 @@ def test_neuroiou_report_changes_from_the_start():
   text = ns.markdown_report([run(0, 0.50, 0.45), run(1, 0.40, 0.45)], control)
   assert "| 45.0 ± 7.1 | +0.0 ± 7.1 | 0.600 → 0.700 | 0.0100 → 0.0100 | 0.500 (0.450) |" in text
   assert "(`ce_restart`) | 55.0 ± 7.1 | +15.0 ± 7.1 |" in text
+
+
+def test_neuroiou_descent_report_rows():
+  from experiments import neuroiou_study as ns
+  point = {"step": 0, "surrogate": 0.5, "true_iou_loss": 0.52, "accuracy": 0.87}
+  text = ns.descent_report({"logits": [point], "params_0.0007": [point, {**point, "step": 10}]})
+  assert "| Adam on the logits, lr 0.05 | 0.500 / 0.520 / 0.870 |" in text
+  assert "| Adam on the parameters, lr 0.0007 |" in text and "step 0" in text

@@ -25,7 +25,7 @@ Public API (array / iterator based; the last two read the trainer's runs):
   the right way (an accurate value does not guarantee it; check before fine-tuning);
   :func:`batch_gradient_agreement` the same over batches of a logits function.
 * :func:`save_surrogate` / :func:`load_surrogate` (re-exported from the loss module).
-* :func:`checkpoint_predictor` — a trained run's network and images (imports the trainer when
+* :func:`checkpoint_network` — a trained run's network and images (imports the trainer when
   called); :func:`fit_from_checkpoint` — all of the above on that network.
 
 The program ``fit_surrogate.py`` (next to ``train.py``) runs them on a trained cross-entropy
@@ -65,7 +65,8 @@ __all__ = [
     "fit_surrogate",
     "gradient_agreement",
     "batch_gradient_agreement",
-    "checkpoint_predictor",
+    "CheckpointNetwork",
+    "checkpoint_network",
     "fit_from_checkpoint",
     "save_surrogate",
     "load_surrogate",
@@ -402,17 +403,32 @@ def batch_gradient_agreement(
     return totals
 
 
-def checkpoint_predictor(
+@dataclasses.dataclass(frozen=True)
+class CheckpointNetwork:
+    """A trained run's network (:func:`checkpoint_network`): ``apply(variables, images)`` gives
+    the logits in evaluation mode (jitted, differentiable in ``variables``), ``batches()`` a fresh
+    iterator over the chosen split with the evaluation pipeline (whole images, padding masked)."""
+
+    apply: Callable[[Any, Any], jax.Array]
+    variables: Any
+    batches: Callable[[], Iterable[dict[str, Any]]]
+    ignore_index: int
+    step: int
+
+    def logits(self, images: Any) -> jax.Array:
+        """The network's logits of ``images`` (the ``logits_fn`` of :func:`generate_pairs`)."""
+        return self.apply(self.variables, images)
+
+
+def checkpoint_network(
     config: Any, checkpoint_dir: str, *, step: int | None = None, split: str | None = None
-) -> tuple[Callable[[Any], jax.Array], Callable[[], Iterable[dict[str, Any]]], int, int]:
-    """A trained run's network as ``(logits_fn, batches, ignore_index, step)``.
+) -> CheckpointNetwork:
+    """A trained run's network and images, for :func:`generate_pairs` and
+    :func:`batch_gradient_agreement`.
 
     ``config`` and ``checkpoint_dir`` are the run's config and workdir (``train.py``'s
-    ``--config`` and ``--workdir``); ``step`` None restores the latest checkpoint. ``logits_fn``
-    maps images to the network's logits (evaluation mode, jitted); ``batches()`` returns a fresh
-    iterator over ``split`` (None: ``config.data.train_split``) with the evaluation pipeline (whole
-    images, padding masked): the inputs of :func:`generate_pairs` and
-    :func:`batch_gradient_agreement`. Imports the trainer when called.
+    ``--config`` and ``--workdir``); ``step`` None restores the latest checkpoint; ``split`` None
+    reads ``config.data.train_split``. Imports the trainer when called.
     """
     from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
     from jaxseg.training.initialization import ConfigError  # pylint: disable=g-import-not-at-top
@@ -438,11 +454,7 @@ def checkpoint_predictor(
     finally:
         run.checkpointer.close()
     apply = jax.jit(functools.partial(run.model.apply, train=False))
-
-    def logits_fn(images):
-        return apply(variables, images)
-
-    return logits_fn, run.eval_iterator, run.ignore_index, int(step)
+    return CheckpointNetwork(apply, variables, run.eval_iterator, run.ignore_index, int(step))
 
 
 def fit_from_checkpoint(
@@ -467,30 +479,30 @@ def fit_from_checkpoint(
 ) -> Surrogate:
     """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
 
-    The network and images are :func:`checkpoint_predictor`'s (``config``, ``checkpoint_dir``,
+    The network and images are :func:`checkpoint_network`'s (``config``, ``checkpoint_dir``,
     ``step``, ``split``). The rest are the keyword arguments of :func:`generate_pairs` and
     :func:`fit_surrogate`; the gradient is checked on ``agreement_batches`` batches
     (:func:`batch_gradient_agreement`). The surrogate's ``metrics`` add ``checkpoint_step``,
     ``num_pairs``, ``grad_fn_agreement`` and ``grad_fp_agreement`` to the fit's. The program
     ``fit_surrogate.py`` is this function behind flags.
     """
-    logits_fn, batches, ignore_index, step = checkpoint_predictor(
-        config, checkpoint_dir, step=step, split=split)
+    net = checkpoint_network(config, checkpoint_dir, step=step, split=split)
     features, targets = generate_pairs(
-        logits_fn, batches(), kind=kind, num_inputs=num_inputs,
+        net.logits, net.batches(), kind=kind, num_inputs=num_inputs,
         num_perturbations=num_perturbations, max_batches=max_batches, seed=seed,
-        ignore_index=ignore_index,
+        ignore_index=net.ignore_index,
     )
     surrogate = fit_surrogate(
         features, targets, kind=kind, hidden=hidden, activation=activation, steps=steps,
         batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed,
     )
     agreement = batch_gradient_agreement(
-        surrogate, logits_fn, batches(), max_batches=agreement_batches, ignore_index=ignore_index,
+        surrogate, net.logits, net.batches(), max_batches=agreement_batches,
+        ignore_index=net.ignore_index,
     )
     surrogate = dataclasses.replace(surrogate, metrics={
         **surrogate.metrics,
-        "checkpoint_step": float(step),
+        "checkpoint_step": float(net.step),
         "num_pairs": float(len(targets)),
         "grad_fn_agreement": agreement["fn_agreement"],
         "grad_fp_agreement": agreement["fp_agreement"],
