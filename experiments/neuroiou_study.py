@@ -15,7 +15,7 @@ Variants (``VARIANTS``), all from the same start for ``K`` steps:
   learning rate at ``N - K``, 7e-4), the study's ``neuroiou`` run itself;
 * ``paper_sgd``: the paper's optimiser (Sec. 4.1): SGD, momentum 0.99, weight decay 5e-4, fixed
   learning rate 1e-5;
-* ``adam_1e-5``, ``adam_1e-4``: the study's Adam at a fixed learning rate of 1e-5 or 1e-4;
+* ``adam_1e-5``, ``adam_3e-5``, ``adam_1e-4``: the study's Adam at a fixed learning rate;
 * ``refit_1e-4`` (an extension beyond the paper): ``adam_1e-4`` with the surrogate refitted on
   the fine-tuned network's own predictions every ``K / 3`` steps (each chunk starts a fresh Adam
   state from the last chunk's weights);
@@ -51,6 +51,7 @@ VARIANTS: dict[str, tuple[str, float | None, dict]] = {
     "paper_sgd": ("the paper's SGD: momentum 0.99, weight decay 5e-4, fixed lr 1e-5", 1e-5,
                   {"sgd": True}),
     "adam_1e-5": ("Adam, fixed lr 1e-5", 1e-5, {}),
+    "adam_3e-5": ("Adam, fixed lr 3e-5", 3e-5, {}),
     "adam_1e-4": ("Adam, fixed lr 1e-4", 1e-4, {}),
     "refit_1e-4": ("Adam, fixed lr 1e-4, surrogate refitted every K/3 steps (extension)", 1e-4,
                    {"refit": True}),

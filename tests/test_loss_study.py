@@ -134,7 +134,8 @@ def test_neuroiou_variants_change_only_what_they_name(settings, surrogate_root):
   sgd = ns.variant_config("paper_sgd", 0, settings, surrogate_root)
   assert (sgd.optim.name, sgd.optim.momentum, sgd.optim.weight_decay) == ("sgd", 0.99, 5e-4)
   assert (sgd.schedule.name, sgd.schedule.base_lr) == ("constant", 1e-5)
-  for variant, lr in (("adam_1e-5", 1e-5), ("adam_1e-4", 1e-4), ("refit_1e-4", 1e-4)):
+  for variant, lr in (("adam_1e-5", 1e-5), ("adam_3e-5", 3e-5), ("adam_1e-4", 1e-4),
+                      ("refit_1e-4", 1e-4)):
     c = ns.variant_config(variant, 0, settings, surrogate_root)
     assert c.optim.to_dict() == base.optim.to_dict()
     assert (c.schedule.name, c.schedule.base_lr) == ("constant", lr)
