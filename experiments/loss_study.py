@@ -24,7 +24,8 @@ and Yu et al., IJCV 2022, on data that runs anywhere):
   rate at ``N - K`` to 0; ``ce_restart`` is that protocol with cross-entropy itself (the control
   that separates the loss's effect from the restart's);
 * the binary experiment (ibid. Sec. 4.2, Table 1): the ``ce`` network at ``N - K`` becomes a
-  one-logit network for one foreground class (its classifier ``W_c - W_0``), fine-tuned ``K``
+  one-logit network for a foreground class (``BINARY_CLASSES``: its classifier ``W_c - W_0``,
+  ``0`` the sky), fine-tuned ``K``
   steps with binary cross-entropy, the hinge or the Lovász hinge (per image) on batches of
   which half contain the class; scored by the class's image-IoU (its IoU averaged over the
   validation images whose ground truth or prediction holds it);
@@ -84,16 +85,19 @@ BINARY_RECIPES: dict[str, tuple[str, dict, dict]] = {
                             {"name": "lovasz_hinge", "kwargs": {"per_image": True}}, {}),
 }
 SMOKE_RECIPES = ("ce", "binary_lovasz_hinge")
+# The binary experiment's foregrounds: a thin structure (the median-frequency object class, the
+# first choice) and a compact object like the paper's VOC classes.
+BINARY_CLASSES = ("wire", "car")
 
 
 def study_settings(smoke: bool) -> dict:
   """The budget and data of the study (``smoke``: tiny, to check the program end to end)."""
   if smoke:
     return {"dataset": "streets", "num_train_steps": 6, "finetune_steps": 3,
-            "options": {"num_train": 16, "num_validation": 8}, "binary_class": -1,
+            "options": {"num_train": 16, "num_validation": 8}, "binary_classes": ("car",),
             "surrogate_steps": 20}
   return {"dataset": "streets", "num_train_steps": 500, "finetune_steps": 150,
-          "options": {}, "binary_class": -1, "surrogate_steps": 5000}
+          "options": {}, "binary_classes": BINARY_CLASSES, "surrogate_steps": 5000}
 
 
 def base_config(settings: dict, seed: int, loss) -> ml_collections.ConfigDict:
@@ -127,9 +131,11 @@ def finetune_learning_rate(settings: dict) -> float:
   return float(schedule(settings["num_train_steps"] - settings["finetune_steps"]))
 
 
-def recipe_config(name: str, seed: int, settings: dict, root: str) -> ml_collections.ConfigDict:
-  """The full training config of recipe ``name`` (``RECIPES`` or ``BINARY_RECIPES``) for ``seed``;
-  fine-tuning recipes read the seed's CE run under ``root``."""
+def recipe_config(name: str, seed: int, settings: dict, root: str,
+                  foreground: str | None = None) -> ml_collections.ConfigDict:
+  """The full training config of recipe ``name`` (``RECIPES`` or ``BINARY_RECIPES``, those with
+  the ``foreground`` class name) for ``seed``; fine-tuning recipes read the seed's CE run under
+  ``root``."""
   binary = name in BINARY_RECIPES
   _, loss, options = (BINARY_RECIPES if binary else RECIPES)[name]
   c = base_config(settings, seed, loss)
@@ -153,7 +159,7 @@ def recipe_config(name: str, seed: int, settings: dict, root: str) -> ml_collect
   if options.get("surrogate"):
     c.loss.kwargs.surrogate_path = os.path.join(ce_workdir(root, seed), "neuroiou_prob6.msgpack")
   if binary:
-    fg = binary_class(settings)
+    fg = class_index(settings, foreground)
     c.num_classes = 1
     c.binary_class = fg
     c.data.class_balanced.class_id = fg
@@ -173,14 +179,13 @@ def class_frequencies(settings: dict) -> tuple[list[str], np.ndarray]:
   return list(info.class_names), np.asarray(stats.class_frequencies, np.float64)
 
 
-def binary_class(settings: dict) -> int:
-  """The binary experiment's foreground: the configured class, else the median-frequency object
-  class (neither the dominant classes nor a class too rare to fill half of each batch)."""
-  if settings["binary_class"] >= 0:
-    return settings["binary_class"]
-  _, freq = class_frequencies(settings)
-  objects = np.argsort(freq[1:]) + 1
-  return int(objects[len(objects) // 2])
+def class_index(settings: dict, name: str | None) -> int:
+  """The index of the class ``name`` of the study's data."""
+  from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
+  names = list(data_lib.dataset_info(settings["dataset"]).class_names)
+  if name not in names:
+    raise ValueError(f"foreground {name!r} is not a class of {settings['dataset']}: {names}")
+  return names.index(name)
 
 
 def fit_neuroiou_surrogate(seed: int, settings: dict, root: str) -> None:
@@ -204,9 +209,16 @@ def fit_neuroiou_surrogate(seed: int, settings: dict, root: str) -> None:
         f"{m['grad_fn_agreement']:.2f} FP {m['grad_fp_agreement']:.2f}", flush=True)
 
 
-def run_recipe(name: str, seed: int, settings: dict, root: str) -> dict:
-  """Trains and evaluates one (recipe, seed), or reads its cached ``result.json``."""
-  workdir = os.path.join(root, f"{name}_seed{seed}")
+def run_workdir(root: str, name: str, seed: int, foreground: str | None = None) -> str:
+  return os.path.join(root, f"{name}_{foreground}_seed{seed}" if foreground else
+                      f"{name}_seed{seed}")
+
+
+def run_recipe(name: str, seed: int, settings: dict, root: str,
+               foreground: str | None = None) -> dict:
+  """Trains and evaluates one (recipe, seed[, foreground]), or reads its cached
+  ``result.json``."""
+  workdir = run_workdir(root, name, seed, foreground)
   result_path = os.path.join(workdir, "result.json")
   if os.path.exists(result_path):
     with open(result_path) as f:
@@ -215,11 +227,11 @@ def run_recipe(name: str, seed: int, settings: dict, root: str) -> dict:
   options = (BINARY_RECIPES.get(name) or RECIPES[name])[2]
   if options.get("surrogate"):
     fit_neuroiou_surrogate(seed, settings, root)
-  config = recipe_config(name, seed, settings, root)
+  config = recipe_config(name, seed, settings, root, foreground)
   start = time.time()
   summary = train_and_evaluate(config, workdir)
   result = {
-      "recipe": name, "seed": seed, "seconds": time.time() - start,
+      "recipe": name, "seed": seed, "foreground": foreground, "seconds": time.time() - start,
       "miou": summary["miou"], "image_miou": summary["image_miou"],
       "per_class_iou": summary["per_class_iou"],
       "per_class_image_iou": summary["per_class_image_iou"],
@@ -252,11 +264,14 @@ def aggregate(results: list[dict], names: list[str], freq: np.ndarray) -> dict:
   binary recipes: the foreground class's image-IoU and IoU."""
   rarest = [names[c] for c in np.argsort(freq)[:3]]
   table: dict[str, dict] = {}
-  for recipe in dict.fromkeys(r["recipe"] for r in results):
-    runs = [r for r in results if r["recipe"] == recipe]
-    row = {"seeds": [r["seed"] for r in runs]}
-    if recipe in BINARY_RECIPES:
-      fg = [k for k in runs[0]["per_class_iou"] if not k.startswith("not ")][0]
+  def key(r):
+    return f"{r['recipe']}/{r['foreground']}" if r.get("foreground") else r["recipe"]
+
+  for recipe in dict.fromkeys(key(r) for r in results):
+    runs = [r for r in results if key(r) == recipe]
+    row = {"recipe": runs[0]["recipe"], "seeds": [r["seed"] for r in runs]}
+    if runs[0]["recipe"] in BINARY_RECIPES:
+      fg = runs[0]["foreground"]
       row["foreground"] = fg
       row["image_iou"] = mean_std([r["per_class_image_iou"][fg] for r in runs])
       row["iou"] = mean_std([r["per_class_iou"][fg] for r in runs])
@@ -294,19 +309,19 @@ def markdown_report(study: dict, names: list[str], freq: np.ndarray, settings: d
   labels = {**{k: v[0] for k, v in RECIPES.items()}, "ce_start": f"CE at step {n - k} "
             "(the fine-tuning start)"}
   for recipe, row in table.items():
-    if recipe in BINARY_RECIPES:
+    if "foreground" in row:
       continue
     lines.append(f"| {labels[recipe]} | {_pm(row['miou'])} | {_pm(row['image_miou'])} | " +
                  " | ".join(_pm(row[f"iou/{c}"]) for c in rarest) + " |")
-  binary = [r for r in table if r in BINARY_RECIPES]
+  binary = [row for row in table.values() if "foreground" in row]
   if binary:
-    fg = table[binary[0]]["foreground"]
-    lines += ["", f"Binary experiment (foreground `{fg}`, {k} fine-tuning steps from CE at step "
-              f"{n - k}):", "", "| fine-tuning loss | image-IoU | IoU |", "|---|---|---|"]
-    for recipe in binary:
-      row = table[recipe]
-      lines.append(f"| {BINARY_RECIPES[recipe][0]} | {_pm(row['image_iou'])} | "
-                   f"{_pm(row['iou'])} |")
+    lines += ["", f"Binary experiment ({k} fine-tuning steps from CE at step {n - k}; image-IoU: "
+              "the foreground's IoU averaged over the validation images whose ground truth or "
+              "prediction holds it):", "",
+              "| foreground | fine-tuning loss | image-IoU | IoU |", "|---|---|---|---|"]
+    for row in binary:
+      lines.append(f"| {row['foreground']} | {BINARY_RECIPES[row['recipe']][0]} | "
+                   f"{_pm(row['image_iou'])} | {_pm(row['iou'])} |")
   return "\n".join(lines) + "\n"
 
 
@@ -349,8 +364,10 @@ def run_study(*, root: str, report_dir: str, seeds, recipes, smoke: bool) -> dic
   results = []
   for seed in seeds:
     for name in recipes:
-      print(f"[{time.strftime('%H:%M:%S')}] {name}, seed {seed}", flush=True)
-      results.append(run_recipe(name, int(seed), settings, root))
+      for foreground in settings["binary_classes"] if name in BINARY_RECIPES else (None,):
+        print(f"[{time.strftime('%H:%M:%S')}] {name}{f' ({foreground})' if foreground else ''}, "
+              f"seed {seed}", flush=True)
+        results.append(run_recipe(name, int(seed), settings, root, foreground))
   study = aggregate(results, names, freq)
   os.makedirs(report_dir, exist_ok=True)
   with open(os.path.join(report_dir, "loss_study.json"), "w") as f:

@@ -38,9 +38,12 @@ def test_every_recipe_builds_its_config_and_loss(name, settings, surrogate_root)
   from jaxseg.training.loss_setup import create_loss
   from jaxseg.sharding import create_mesh
   import jax.numpy as jnp
-  config = loss_study.recipe_config(name, 0, settings, surrogate_root)
+  binary = name in loss_study.BINARY_RECIPES
+  config = loss_study.recipe_config(name, 0, settings, surrogate_root, "car" if binary else None)
   loop.validate_config(config)
-  num_classes = 1 if name in loss_study.BINARY_RECIPES else 9
+  num_classes = 1 if binary else 9
+  if binary:
+    assert config.binary_class == config.init_from.binary_head.class_index == 4  # car
   loss = create_loss(config, create_mesh(), num_classes=num_classes)
   logits = jnp.linspace(-2, 2, 2 * 8 * 8 * num_classes).reshape(2, 8, 8, num_classes)
   labels = (jnp.arange(2 * 8 * 8).reshape(2, 8, 8) % (2 if num_classes == 1 else 9))
@@ -55,7 +58,8 @@ def test_recipes_share_model_optimiser_and_budget(settings, surrogate_root):
   lr_at_start = loss_study.finetune_learning_rate(settings)
   assert 0 < lr_at_start < ce.schedule.base_lr
   for name in ALL:
-    c = loss_study.recipe_config(name, 1, settings, surrogate_root)
+    c = loss_study.recipe_config(name, 1, settings, surrogate_root,
+                                 "wire" if name in loss_study.BINARY_RECIPES else None)
     assert (c.model.name, c.batch_size, c.optim.to_dict(), c.data.name, c.seed) == (
         ce.model.name, ce.batch_size, ce.optim.to_dict(), ce.data.name, 1)
     if c.init_from.checkpoint:
@@ -72,14 +76,16 @@ def test_study_data_is_imbalanced_with_rare_classes(settings):
   names, freq = loss_study.class_frequencies(settings)
   assert len(names) == freq.size and freq.sum() == pytest.approx(1.0)
   assert freq.max() >= 100 * freq.min()
-  fg = loss_study.binary_class(settings)
-  assert 0 < fg < len(names)
+  for fg in settings["binary_classes"]:
+    assert 0 < loss_study.class_index(settings, fg) < len(names)
+  with pytest.raises(ValueError, match="not a class of streets"):
+    loss_study.class_index(settings, "bicycle")
 
 
-def _fake_result(recipe, seed, miou, names):
+def _fake_result(recipe, seed, miou, names, foreground=None):
   per_class = {n: miou + 0.01 * i for i, n in enumerate(names)}
   return {"recipe": recipe, "seed": seed, "miou": miou, "image_miou": miou / 2,
-          "per_class_iou": per_class, "per_class_image_iou": per_class}
+          "per_class_iou": per_class, "per_class_image_iou": per_class, "foreground": foreground}
 
 
 def test_aggregate_means_and_sample_std():
@@ -87,25 +93,28 @@ def test_aggregate_means_and_sample_std():
   freq = np.array([0.5, 0.3, 0.05, 0.15])
   results = [_fake_result("ce", s, m, names) for s, m in enumerate([0.4, 0.5, 0.6])]
   binary_names = ["not b", "b"]
-  results += [_fake_result("binary_ce", s, m, binary_names) for s, m in enumerate([0.2, 0.4])]
+  results += [_fake_result("binary_ce", s, m, binary_names, "b") for s, m in enumerate([0.2, 0.4])]
+  results += [_fake_result("binary_ce", s, m, ["not d", "d"], "d") for s, m in enumerate([0.5, 0.5])]
   study = loss_study.aggregate(results, names, freq)
   assert study["rarest"] == ["c", "d", "b"]
   row = study["table"]["ce"]
   assert row["miou"] == pytest.approx((0.5, 0.1))
   assert row["image_miou"] == pytest.approx((0.25, 0.05))
   assert row["iou/c"] == pytest.approx((0.52, 0.1))
-  assert study["table"]["binary_ce"]["foreground"] == "b"
-  assert study["table"]["binary_ce"]["image_iou"] == pytest.approx((0.31, np.sqrt(0.02)))
+  assert study["table"]["binary_ce/b"]["foreground"] == "b"
+  assert study["table"]["binary_ce/b"]["image_iou"] == pytest.approx((0.31, np.sqrt(0.02)))
+  assert study["table"]["binary_ce/d"]["iou"] == pytest.approx((0.51, 0.0))
   text = loss_study.markdown_report(study, names, freq, loss_study.study_settings(True))
   assert "| cross-entropy | 50.0 ± 10.0 | 25.0 ± 5.0 | 52.0 ± 10.0 |" in text
-  assert "10x" in text and "binary cross-entropy" in text
+  assert "10x" in text and "| b | binary cross-entropy | 31.0 ± 14.1 |" in text
+  assert "| d | binary cross-entropy | 51.0 ± 0.0 | 51.0 ± 0.0 |" in text
 
 
 def test_smoke_run_end_to_end_and_cached(tmp_path):
   root, report = str(tmp_path / "runs"), str(tmp_path / "report")
   args = ["--smoke", "--workdir", root, "--report_dir", report]
   study = loss_study.main(args)
-  assert set(study["table"]) == {"ce", "ce_start", "binary_lovasz_hinge"}
+  assert set(study["table"]) == {"ce", "ce_start", "binary_lovasz_hinge/car"}
   for name in ("loss_study.md", "loss_study.json", "loss_study.png"):
     assert os.path.getsize(os.path.join(report, name)) > 0
   with open(os.path.join(report, "loss_study.json")) as f:
