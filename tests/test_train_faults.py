@@ -126,10 +126,12 @@ def test_signals_save_the_current_step_and_the_resumed_run_is_exact(setup, tmp_p
 
 def test_a_second_signal_aborts_at_once(setup, tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
+  # (default_int_handler, or SIG_IGN in a background job of a non-interactive shell)
+  before = signal.getsignal(signal.SIGINT)
   _signal_at(monkeypatch, 3, signal.SIGINT, signal.SIGINT)
   with pytest.raises(KeyboardInterrupt):
     loop.train_and_evaluate(setup["config"](), workdir)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before   # the handler before the run is back
   assert kc.last_step(workdir) == 2   # step 3 was not taken, nor saved
   deadline = time.time() + 30   # (the save of step 2, not waited for, ends in its thread)
   while kc.checkpoint_steps(workdir) != [2] and time.time() < deadline:
