@@ -1,1 +1,2 @@
-"""Experiments that reproduce figures of the papers jaxseg implements (run from the repository root)."""
+"""Experiments on the embedded data: the papers' findings, reproduced or measured (run from the
+repository root: ``python -m experiments.<name>``)."""

@@ -3,8 +3,8 @@
     python -m experiments.loss_study [--workdir runs/loss_study] [--report_dir docs/loss_study]
     python -m experiments.loss_study --smoke     # a small subset, tiny budget (< 1 minute)
 
-Run from the repository root (it imports ``configs`` from there). Every
-(recipe, seed) trains with ``jaxseg.training.train_and_evaluate`` in its own workdir under
+Run from the repository root (it imports ``configs`` from there). Every (recipe, seed) trains
+with ``jaxseg.training.loop.train_and_evaluate`` in its own workdir under
 ``--workdir``; a finished run leaves ``result.json`` there and is not run again, so an
 interrupted study resumes where it stopped (a run cut mid-way resumes from its last checkpoint).
 Once every run is done the program writes ``loss_study.md`` (the tables), ``loss_study.json``
@@ -24,13 +24,14 @@ and Yu et al., IJCV 2022, on data that runs anywhere):
   rate at ``N - K`` to 0; ``ce_restart`` is that protocol with cross-entropy itself (the control
   that separates the loss's effect from the restart's);
 * the binary experiment (ibid. Sec. 4.2, Table 1): the ``ce`` network at ``N - K`` becomes a
-  one-logit network for a foreground class (``BINARY_CLASSES``: its classifier ``W_c - W_0``,
-  ``0`` the sky), fine-tuned ``K``
-  steps with binary cross-entropy, the hinge or the Lovász hinge (per image) on batches of
-  which half contain the class; scored by the class's image-IoU (its IoU averaged over the
-  validation images whose ground truth or prediction holds it);
+  one-logit network for a foreground class (``BINARY_CLASSES``; its classifier ``W_c - W_0``,
+  class 0 being the sky), fine-tuned ``K`` steps with binary cross-entropy, the hinge or the
+  Lovász hinge (per image) on batches of which half contain the class; scored by the class's
+  image-IoU (its IoU averaged over the validation images whose ground truth or prediction
+  holds it);
 * NeuroIoU: the surrogate is fitted on the seed's ``N - K`` cross-entropy network over the
-  training images (``jaxseg.training.surrogate.fit_from_checkpoint`` with ``fit_surrogate.py``'s defaults), then frozen.
+  training images (``jaxseg.training.surrogate.fit_from_checkpoint`` with ``fit_surrogate.py``'s
+  defaults), then frozen.
 
 Reported per recipe, mean ± standard deviation over the seeds (ddof 1): the dataset mIoU, the
 per-image mIoU and the IoU of the three rarest classes by training pixel frequency.

@@ -1,6 +1,7 @@
 """Why NeuroIoU fine-tuning loses mIoU on the loss study's data, and what changes that.
 
-    python -m experiments.neuroiou_study [--study_dir runs/loss_study] [--report_dir docs/loss_study]
+    python -m experiments.neuroiou_study [--study_dir runs/loss_study] \
+        [--report_dir docs/loss_study]
 
 Runs after ``experiments/loss_study.py`` (same ``--workdir``): it reuses each seed's
 cross-entropy run, its step ``N - K`` checkpoint (the fine-tuning start) and the NeuroIoU
@@ -22,11 +23,12 @@ Variants (``VARIANTS``), all from the same start for ``K`` steps:
 * ``plus_ce`` (an extension beyond the paper): the study's protocol with cross-entropy added to
   the NeuroIoU loss (its training loss column is then the sum).
 
-Diagnostics, per variant and seed (and :func:`single_batch_descent` on the first seed): the validation mIoU and its change from the start; the
-training loss (the surrogate's value) over the first and last logged windows; the start
-surrogate's error on the fine-tuned network's own training pairs (clean, no perturbation),
-against its error on the start network's pairs: if the network had moved to where the surrogate
-is wrong (exploited it off the data it was fitted on), the first would be much larger.
+Diagnostics, per variant and seed (and :func:`single_batch_descent` on the first seed): the
+validation mIoU and its change from the start; the training loss (the surrogate's value) over
+the first and last logged windows; the start surrogate's error on the fine-tuned network's own
+training pairs (clean, no perturbation), against its error on the start network's pairs: if the
+network had moved to where the surrogate is wrong (exploited it off the data it was fitted on),
+the first would be much larger.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def run_variant(variant: str, seed: int, settings: dict, root: str) -> dict:
   ce_dir = loss_study.ce_workdir(root, seed)
   start_surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, SURROGATE_FILE))
   losses = []
-  if VARIANTS[variant][2].get("refit"):  # chunks: the last chunk's weights, a surrogate refitted there
+  if VARIANTS[variant][2].get("refit"):  # chunks: the last one's weights, a surrogate refitted
     chunk_steps = k // REFIT_CHUNKS
     init, path = None, None
     for j in range(REFIT_CHUNKS):

@@ -94,7 +94,8 @@ def test_aggregate_means_and_sample_std():
   results = [_fake_result("ce", s, m, names) for s, m in enumerate([0.4, 0.5, 0.6])]
   binary_names = ["not b", "b"]
   results += [_fake_result("binary_ce", s, m, binary_names, "b") for s, m in enumerate([0.2, 0.4])]
-  results += [_fake_result("binary_ce", s, m, ["not d", "d"], "d") for s, m in enumerate([0.5, 0.5])]
+  results += [_fake_result("binary_ce", s, m, ["not d", "d"], "d")
+              for s, m in enumerate([0.5, 0.5])]
   study = loss_study.aggregate(results, names, freq)
   assert study["rarest"] == ["c", "d", "b"]
   row = study["table"]["ce"]
@@ -165,9 +166,11 @@ def test_neuroiou_report_changes_from_the_start():
     return {"variant": "paper_sgd", "seed": seed, "miou": miou, "start_miou": start,
             "image_miou": miou, "training_loss": [[0.6, 0.7]], "surrogate_at_start": error,
             "surrogate_at_end": error}
-  control = [{"seed": 0, "miou": 0.5, "start_miou": 0.4}, {"seed": 1, "miou": 0.6, "start_miou": 0.4}]
+  control = [{"seed": 0, "miou": 0.5, "start_miou": 0.4},
+             {"seed": 1, "miou": 0.6, "start_miou": 0.4}]
   text = ns.markdown_report([run(0, 0.50, 0.45), run(1, 0.40, 0.45)], control)
-  assert "| 45.0 ± 7.1 | +0.0 ± 7.1 | 0.600 → 0.700 | 0.0100 → 0.0100 | 0.500 (0.450) |" in text
+  assert ("| 45.0 ± 7.1 | +0.0 ± 7.1 | 0.600 → 0.700 | 0.0100 → 0.0100 | 0.500 (0.450) |"
+          in text)
   assert "(`ce_restart`) | 55.0 ± 7.1 | +15.0 ± 7.1 |" in text
 
 
