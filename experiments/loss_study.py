@@ -401,7 +401,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "BINARY_RECIPES)")
   parser.add_argument("--smoke", action="store_true",
                       help="two recipes, one seed, a tiny budget: checks the program end to end")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  known = [*RECIPES, *BINARY_RECIPES]
+  unknown = [r for r in args.recipes.split(",") if r and r not in known]
+  if unknown:
+    parser.error(f"--recipes: unknown {unknown}; known: {known}")
+  if not all(s.strip().isdigit() for s in args.seeds.split(",") if s):
+    parser.error(f"--seeds takes non-negative integers separated by commas, got {args.seeds!r}")
+  return args
 
 
 def main(argv=None) -> dict:

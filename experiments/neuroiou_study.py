@@ -307,6 +307,11 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--smoke", action="store_true", help="the loss study's --smoke settings")
   args = parser.parse_args(argv)
+  unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+  if unknown:
+    parser.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
+  if not all(s.strip().isdigit() for s in args.seeds.split(",") if s):
+    parser.error(f"--seeds takes non-negative integers separated by commas, got {args.seeds!r}")
   absl_logging.set_verbosity(absl_logging.WARNING)
   loss_study.enable_compilation_cache(args.study_dir)
   return run_study(root=args.study_dir, report_dir=args.report_dir,

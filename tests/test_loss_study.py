@@ -180,3 +180,13 @@ def test_neuroiou_descent_report_rows():
   text = ns.descent_report({"logits": [point], "params_0.0007": [point, {**point, "step": 10}]})
   assert "| Adam on the logits, lr 0.05 | 0.500 / 0.520 / 0.870 |" in text
   assert "| Adam on the parameters, lr 0.0007 |" in text and "step 0" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipes", "ce,nope"], "--recipes: unknown ['nope']"),
+    (["--seeds", "0,x"], "--seeds takes non-negative integers"),
+])
+def test_bad_flags_stop_with_one_usage_error(argv, message, capsys):
+  with pytest.raises(SystemExit) as info:
+    loss_study.parse_args(argv)
+  assert info.value.code == 2 and message in capsys.readouterr().err
