@@ -58,6 +58,8 @@ TRAIN = os.path.join(ROOT, "train.py")
 if ROOT not in sys.path:  # run as a script: the checks read checkpoints with jaxseg
   sys.path.insert(0, ROOT)
 
+from jaxseg._files import is_temporary  # noqa: E402  (after the path)
+
 FAULTS = ("kill9", "kill9_in_save", "torn_line", "sigterm", "sigint", "sigint2", "damage",
           "enospc")
 
@@ -229,8 +231,8 @@ def checkpoint_steps(workdir: str) -> list[int]:
 def leftovers(workdir: str) -> list[str]:
   """Orbax temporary directories and temporary files left in ``workdir``."""
   found = glob.glob(os.path.join(workdir, "checkpoints", "*orbax-checkpoint-tmp*"))
-  found += [p for p in glob.glob(os.path.join(workdir, "**", "*"), recursive=True)
-            if re.search(r"\.tmp\d+$", p)]
+  found += [p for p in glob.glob(os.path.join(workdir, "**", ".*"), recursive=True)
+            if is_temporary(p)]
   return sorted(found)
 
 

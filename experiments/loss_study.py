@@ -53,6 +53,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import common  # noqa: E402
+from jaxseg._files import write_json  # noqa: E402
 
 CE = {"name": "cross_entropy", "kwargs": {}}
 LOVASZ_BATCH = {"name": "lovasz_softmax", "kwargs": {"classes": "present", "per_image": False}}
@@ -158,7 +159,7 @@ def recipe_config(name: str, seed: int, settings: dict, root: str,
     c.schedule.base_lr = finetune_learning_rate(settings)
     c.schedule.warmup_steps = 0
   if options.get("surrogate"):
-    c.loss.kwargs.surrogate_path = os.path.join(ce_workdir(root, seed), "neuroiou_prob6.msgpack")
+    c.loss.kwargs.surrogate_path = os.path.join(ce_workdir(root, seed), SURROGATE_FILE)
   if binary:
     fg = class_index(settings, foreground)
     c.num_classes = 1
@@ -175,7 +176,7 @@ def class_frequencies(settings: dict) -> tuple[list[str], np.ndarray]:
   """Class names and training pixel frequencies of the study's data."""
   from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top
   info = data_lib.dataset_info(settings["dataset"])
-  options = {**common.DATASETS[settings["dataset"]]["options"], **settings["options"]}
+  options = base_config(settings, 0, CE).data.options.to_dict()
   stats = data_lib.split_statistics(settings["dataset"], "train", **options)
   return list(info.class_names), np.asarray(stats.class_frequencies, np.float64)
 
@@ -189,25 +190,26 @@ def class_index(settings: dict, name: str | None) -> int:
   return names.index(name)
 
 
-def fit_neuroiou_surrogate(seed: int, settings: dict, root: str) -> None:
-  """Fits the seed's NeuroIoU surrogate on its CE network at ``N - K`` (fit_surrogate.py's
-  defaults: 6 probability features, 4 perturbations of each batch, 5000 Adam steps)."""
-  path = os.path.join(ce_workdir(root, seed), "neuroiou_prob6.msgpack")
-  if os.path.exists(path):
-    return
+SURROGATE_FILE = "neuroiou_prob6.msgpack"
+
+
+def fit_neuroiou_surrogate(config, checkpoint_dir: str, step: int | None, seed: int,
+                           settings: dict) -> str:
+  """Fits a NeuroIoU surrogate on the network of a run's checkpoint (``None``: the latest) over
+  the training images, unless the run already has one; returns its path. The defaults of
+  :func:`jaxseg.training.surrogate.fit_from_checkpoint` (``fit_surrogate.py``'s: 6 probability
+  features, 4 perturbations of each batch), ``settings["surrogate_steps"]`` Adam steps."""
+  path = os.path.join(checkpoint_dir, SURROGATE_FILE)
+  if os.path.exists(path):  # (written whole or not at all)
+    return path
   from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
-  config = recipe_config("ce", seed, settings, root)
-  surrogate = surrogate_lib.fit_from_checkpoint(
-      config, ce_workdir(root, seed), path + ".tmp",
-      step=settings["num_train_steps"] - settings["finetune_steps"], split=None, max_batches=200,
-      kind="prob", num_inputs=6, num_perturbations=4, seed=seed, hidden=(100, 100, 100, 100),
-      activation="softplus", steps=settings["surrogate_steps"], batch_size=256,
-      learning_rate=1e-3, val_fraction=0.1)
-  os.replace(path + ".tmp", path)
+  surrogate = surrogate_lib.fit_from_checkpoint(config, checkpoint_dir, path, step=step, seed=seed,
+                                                steps=settings["surrogate_steps"])
   m = surrogate.metrics
   print(f"  NeuroIoU surrogate: {int(m['num_pairs'])} pairs, held-out MSE {m['val_mse']:.4f} "
         f"(mean predictor {m['val_baseline_mse']:.4f}), gradient agreement FN "
         f"{m['grad_fn_agreement']:.2f} FP {m['grad_fp_agreement']:.2f}", flush=True)
+  return path
 
 
 def run_workdir(root: str, name: str, seed: int, foreground: str | None = None) -> str:
@@ -227,7 +229,9 @@ def run_recipe(name: str, seed: int, settings: dict, root: str,
   from jaxseg.training.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   options = (BINARY_RECIPES.get(name) or RECIPES[name])[2]
   if options.get("surrogate"):
-    fit_neuroiou_surrogate(seed, settings, root)
+    fit_neuroiou_surrogate(recipe_config("ce", seed, settings, root), ce_workdir(root, seed),
+                           settings["num_train_steps"] - settings["finetune_steps"], seed,
+                           settings)
   config = recipe_config(name, seed, settings, root, foreground)
   start = time.time()
   summary = train_and_evaluate(config, workdir)
@@ -239,9 +243,7 @@ def run_recipe(name: str, seed: int, settings: dict, root: str,
   }
   if name == "ce":  # the starting point of the fine-tuning recipes, scored too
     result["start"] = evaluate_start(config, workdir, settings)
-  with open(result_path + ".tmp", "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(result_path + ".tmp", result_path)
+  write_json(result_path, result)
   return result
 
 
@@ -370,10 +372,9 @@ def run_study(*, root: str, report_dir: str, seeds, recipes, smoke: bool) -> dic
               f"seed {seed}", flush=True)
         results.append(run_recipe(name, int(seed), settings, root, foreground))
   study = aggregate(results, names, freq)
-  os.makedirs(report_dir, exist_ok=True)
-  with open(os.path.join(report_dir, "loss_study.json"), "w") as f:
-    json.dump({"settings": settings, "class_names": names, "train_frequencies": freq.tolist(),
-               "study": study, "runs": results}, f, indent=1)
+  write_json(os.path.join(report_dir, "loss_study.json"),
+             {"settings": settings, "class_names": names, "train_frequencies": freq.tolist(),
+              "study": study, "runs": results})
   text = markdown_report(study, names, freq, settings)
   with open(os.path.join(report_dir, "loss_study.md"), "w") as f:
     f.write(text)

@@ -34,8 +34,10 @@ the first would be much larger.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,8 +46,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import loss_study  # noqa: E402
+from jaxseg._files import write_json  # noqa: E402
 
-SURROGATE_FILE = "neuroiou_prob6.msgpack"
 # name -> (description, fixed learning rate (None: the study's schedule), changes).
 VARIANTS: dict[str, tuple[str, float | None, dict]] = {
     "study": ("the loss study's protocol: Adam, cosine from the CE schedule's rate at N - K",
@@ -120,7 +122,7 @@ def single_batch_descent(seed: int, settings: dict, root: str, *, steps: int = 4
   from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
   n, k = settings["num_train_steps"], settings["finetune_steps"]
   ce_dir = loss_study.ce_workdir(root, seed)
-  surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, SURROGATE_FILE))
+  surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, loss_study.SURROGATE_FILE))
   net = surrogate_lib.checkpoint_network(loss_study.recipe_config("ce", seed, settings, root),
                                          ce_dir, step=n - k)
   batch = next(iter(net.batches()))
@@ -161,29 +163,33 @@ def single_batch_descent(seed: int, settings: dict, root: str, *, steps: int = 4
 
 def training_loss_ends(workdir: str) -> tuple[float, float]:
   """The logged training loss of the first and last windows of a run."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
+  from jaxseg.viz import read_metrics  # pylint: disable=g-import-not-at-top
+  rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   losses = [r["loss"] for r in rows if r.get("split") == "train"]
   return losses[0], losses[-1]
 
 
-def run_variant(variant: str, seed: int, settings: dict, root: str) -> dict:
-  """Fine-tunes one (variant, seed) (cached in ``result.json``) and measures it."""
+def run_variant(variant: str, seed: int, settings: dict, root: str, *, start_miou: float,
+                start_error: Callable[[], dict]) -> dict:
+  """Fine-tunes one (variant, seed) (cached in ``variant.json``) and measures it.
+
+  ``start_miou`` is the start network's mIoU; ``start_error()`` the start surrogate's error on
+  the start network's pairs (:func:`surrogate_error`, the same for every variant of a seed).
+  """
   from jaxseg.losses import neuroiou  # pylint: disable=g-import-not-at-top
   from jaxseg.training import loop  # pylint: disable=g-import-not-at-top
-  from jaxseg.training import surrogate as surrogate_lib  # pylint: disable=g-import-not-at-top
-  n, k = settings["num_train_steps"], settings["finetune_steps"]
-  if variant == "study":
-    workdir = os.path.join(root, f"neuroiou_seed{seed}")
+  k = settings["finetune_steps"]
+  if variant == "study":  # the loss study's own run
+    workdir = loss_study.run_workdir(root, "neuroiou", seed)
     loss_study.run_recipe("neuroiou", seed, settings, root)
   else:
-    workdir = os.path.join(root, f"neuroiou_{variant}_seed{seed}")
+    workdir = loss_study.run_workdir(root, f"neuroiou_{variant}", seed)
   result_path = os.path.join(workdir, "variant.json")
   if os.path.exists(result_path):
     with open(result_path) as f:
       return json.load(f)
-  ce_dir = loss_study.ce_workdir(root, seed)
-  start_surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, SURROGATE_FILE))
+  start_surrogate = neuroiou.load_surrogate(
+      os.path.join(loss_study.ce_workdir(root, seed), loss_study.SURROGATE_FILE))
   losses = []
   if VARIANTS[variant][2].get("refit"):  # chunks: the last one's weights, a surrogate refitted
     chunk_steps = k // REFIT_CHUNKS
@@ -196,37 +202,27 @@ def run_variant(variant: str, seed: int, settings: dict, root: str) -> dict:
       losses.append(training_loss_ends(chunk))
       init = os.path.join(chunk, "checkpoints")
       if j + 1 < REFIT_CHUNKS:
-        path = os.path.join(chunk, SURROGATE_FILE)
-        if not os.path.exists(path):
-          surrogate_lib.fit_from_checkpoint(
-              config, chunk, path + ".tmp", step=None, split=None, max_batches=200, kind="prob",
-              num_inputs=6, num_perturbations=4, seed=seed, hidden=(100, 100, 100, 100),
-              activation="softplus", steps=settings["surrogate_steps"], batch_size=256,
-              learning_rate=1e-3, val_fraction=0.1)
-          os.replace(path + ".tmp", path)
+        path = loss_study.fit_neuroiou_surrogate(config, chunk, None, seed, settings)
     final_dir, final_step = chunk, chunk_steps
   else:
     config = variant_config(variant, seed, settings, root)
     summary = loop.train_and_evaluate(config, workdir)
     losses.append(training_loss_ends(workdir))
     final_dir, final_step = workdir, k
-  ce_config = loss_study.recipe_config("ce", seed, settings, root)
-  with open(os.path.join(ce_dir, "result.json")) as f:
-    start = json.load(f)["start"]
-  max_batches = 4 if settings["num_train_steps"] < 50 else 16
   result = {
-      "variant": variant, "seed": seed, "miou": summary["miou"], "start_miou": start["miou"],
+      "variant": variant, "seed": seed, "miou": summary["miou"], "start_miou": start_miou,
       "image_miou": summary["image_miou"], "training_loss": losses,
-      "surrogate_at_start": surrogate_error(start_surrogate, ce_config, ce_dir, n - k,
-                                            max_batches),
+      "surrogate_at_start": start_error(),
       "surrogate_at_end": surrogate_error(start_surrogate, config, final_dir, final_step,
-                                          max_batches),
+                                          error_batches(settings)),
   }
-  os.makedirs(workdir, exist_ok=True)
-  with open(result_path + ".tmp", "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(result_path + ".tmp", result_path)
+  write_json(result_path, result)
   return result
+
+
+def error_batches(settings: dict) -> int:
+  """Batches of training images that :func:`surrogate_error` reads."""
+  return 4 if settings["num_train_steps"] < 50 else 16
 
 
 def markdown_report(results: list[dict], controls: list[dict]) -> str:
@@ -277,20 +273,30 @@ def run_study(*, root: str, report_dir: str, seeds, variants, smoke: bool) -> li
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
     raise ValueError(f"variants: unknown {unknown}; known: {list(VARIANTS)}")
+  from jaxseg.losses import neuroiou  # pylint: disable=g-import-not-at-top
+  n, k = settings["num_train_steps"], settings["finetune_steps"]
   results, controls = [], []
   for seed in seeds:
     start = loss_study.run_recipe("ce", seed, settings, root)["start"]
+    ce_dir = loss_study.ce_workdir(root, seed)
+
+    @functools.cache
+    def start_error(seed=seed, ce_dir=ce_dir):  # once per seed, if a variant is not cached
+      surrogate = neuroiou.load_surrogate(os.path.join(ce_dir, loss_study.SURROGATE_FILE))
+      return surrogate_error(surrogate, loss_study.recipe_config("ce", seed, settings, root),
+                             ce_dir, n - k, error_batches(settings))
+
     for variant in variants:
       print(f"NeuroIoU variant {variant}, seed {seed}", flush=True)
-      results.append(run_variant(variant, seed, settings, root))
+      results.append(run_variant(variant, seed, settings, root, start_miou=start["miou"],
+                                 start_error=start_error))
     control = loss_study.run_recipe("ce_restart", seed, settings, root)
     controls.append({"seed": seed, "miou": control["miou"], "start_miou": start["miou"]})
   print(f"Single-batch descent, seed {seeds[0]}", flush=True)
   descent = single_batch_descent(seeds[0], settings, root)
-  os.makedirs(report_dir, exist_ok=True)
-  with open(os.path.join(report_dir, "neuroiou_study.json"), "w") as f:
-    json.dump({"settings": settings, "runs": results, "controls": controls,
-               "single_batch_descent": {"seed": seeds[0], **descent}}, f, indent=1)
+  write_json(os.path.join(report_dir, "neuroiou_study.json"),
+             {"settings": settings, "runs": results, "controls": controls,
+              "single_batch_descent": {"seed": seeds[0], **descent}})
   text = markdown_report(results, controls) + "\n" + descent_report(descent)
   with open(os.path.join(report_dir, "neuroiou_study.md"), "w") as f:
     f.write(text)

@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import os
 import tarfile
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable, Optional, Sequence
 
@@ -49,6 +48,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxseg import evaluate as eval_lib
+from jaxseg._files import atomic_write  # noqa: F401  (public here: the writers' helper)
 from jaxseg import sharding
 
 PREDICTIONS_FOLDER = "predictions"
@@ -111,26 +111,6 @@ def indexed_layout() -> Layout:
 
 # ----------------------------------------------------------------------------------------------
 # Files, whole or not at all
-
-
-def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Calls ``write(file)`` on a hidden temporary file next to ``path`` (``.<name>.<pid>.<random>.tmp``,
-    which matches no ``*.png`` pattern) and renames it to ``path`` (``os.replace``, atomic on one
-    file system); on any error or interruption the temporary file is removed and ``path`` is left
-    as it was. Creates the folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save_png(path: str, array: np.ndarray, palette: Optional[np.ndarray] = None) -> None:

@@ -34,11 +34,11 @@ def test_library_modules_load_no_trainer_data_or_tensorflow(module):
 
 
 def test_losses_import_nothing_else_of_jaxseg():
-  """But jaxseg._validation: the input contract the losses share with the metrics (it imports
-  only JAX and NumPy)."""
+  """But jaxseg._validation (the input contract the losses share with the metrics; JAX and NumPy
+  only) and jaxseg._files (files written whole; the standard library only)."""
   loaded = _loaded_after_import("import jaxseg.losses")
   others = [m for m in loaded if m.startswith("jaxseg.") and not m.startswith("jaxseg.losses")
-            and m != "jaxseg._validation"]
+            and m not in ("jaxseg._validation", "jaxseg._files")]
   assert not others, others
 
 

@@ -268,7 +268,8 @@ def test_resume_trims_the_logs_a_killed_run_left(tmp_path):
   [events] = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
   with open(events, "ab") as f:
     f.write(b"\x20\x00\x00")                                 # a torn record
-  for leftover in ("metrics.jsonl.tmp123", "config.json.tmp7"):   # rewrites killed midway
+  for leftover in (".metrics.jsonl.123.0123456789ab.tmp", ".config.json.7.abcdef012345.tmp"):
+    # rewrites killed midway
     open(os.path.join(workdir, leftover), "w").close()
   MetricLogger(workdir, truncate_after=4, redo_eval_at=4).close()
   assert [r["step"] for r in kc.records(workdir)] == [1, 2, 3, 4]

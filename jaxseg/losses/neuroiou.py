@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg._files import atomic_write
 from jaxseg._validation import (check_logits_labels, compute_dtype, empty_loss, is_empty,
                                 valid_labels, zero_void)
 
@@ -284,7 +285,8 @@ def neuroiou_loss(
 
 
 def save_surrogate(path: str | os.PathLike, surrogate: Surrogate) -> None:
-    """Write a surrogate to ``path`` (flax msgpack: parameters, architecture, feature variant)."""
+    """Write a surrogate to ``path`` (flax msgpack: parameters, architecture, feature variant),
+    whole or not at all (a killed writer leaves no truncated surrogate behind)."""
     state = {
         "format": _FORMAT,
         "params": jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(surrogate.params)),
@@ -298,12 +300,8 @@ def save_surrogate(path: str | os.PathLike, surrogate: Surrogate) -> None:
         state["feature_mean"] = np.asarray(surrogate.feature_mean, np.float64)
     if surrogate.feature_scale is not None:
         state["feature_scale"] = np.asarray(surrogate.feature_scale, np.float64)
-    path = os.fspath(path)
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(state))
+    data = flax.serialization.msgpack_serialize(state)
+    atomic_write(os.fspath(path), lambda f: f.write(data))
 
 
 def load_surrogate(path: str | os.PathLike) -> Surrogate:

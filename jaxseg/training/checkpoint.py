@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxseg._files import write_json  # noqa: F401  (the run's JSON records, written whole)
 from jaxseg.training.state import TrainState
 
 
@@ -371,11 +372,3 @@ def restore_raw(directory: str, step: Optional[int] = None) -> tuple[dict, int]:
     manager.close()
   tree = jax.tree.map(np.asarray, restored)
   return tree, step
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` as JSON to ``path`` whole or not at all (a temporary file renamed)."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)

@@ -21,7 +21,6 @@ import glob
 import json
 import math
 import os
-import re
 import struct
 import time
 from typing import Callable, Optional
@@ -33,6 +32,7 @@ from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 from jaxseg import evaluate as eval_lib
+from jaxseg._files import atomic_write, remove_temporaries
 
 
 class MetricLogger:
@@ -53,10 +53,8 @@ class MetricLogger:
     if not self.active:
       return
     tb_dir = os.path.join(workdir, "tensorboard")
-    for folder in (workdir, tb_dir):
-      for path in glob.glob(os.path.join(folder, "*.tmp*")):
-        if re.search(r"\.tmp\d+$", path):   # the rewrite of a killed process
-          os.remove(path)
+    for folder in (workdir, tb_dir):   # the rewrites of a killed process
+      remove_temporaries(folder)
     if truncate_after is not None:
       def stale(step: int, split: str) -> bool:
         return step > truncate_after or (split == "eval" and step == redo_eval_at)
@@ -135,10 +133,7 @@ class TrainWindow:
 
 
 def _replace(path: str, data: bytes) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  atomic_write(path, lambda f: f.write(data))
 
 
 def _truncate_jsonl(path: str, stale: Callable[[int, str], bool]) -> None:

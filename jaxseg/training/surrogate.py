@@ -462,26 +462,27 @@ def fit_from_checkpoint(
     checkpoint_dir: str,
     output: str,
     *,
-    step: int | None,
-    split: str | None,
-    max_batches: int,
-    kind: str,
-    num_inputs: int,
-    num_perturbations: int,
-    seed: int,
-    hidden: Sequence[int],
-    activation: str,
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-    val_fraction: float,
+    step: int | None = None,
+    split: str | None = None,
+    max_batches: int = 200,
+    kind: str = "prob",
+    num_inputs: int = 6,
+    num_perturbations: int = 4,
+    seed: int = 0,
+    hidden: Sequence[int] = (100, 100, 100, 100),
+    activation: str = "softplus",
+    steps: int = 5000,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    val_fraction: float = 0.1,
     agreement_batches: int = 4,
 ) -> Surrogate:
     """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
 
     The network and images are :func:`checkpoint_network`'s (``config``, ``checkpoint_dir``,
     ``step``, ``split``). The rest are the keyword arguments of :func:`generate_pairs` and
-    :func:`fit_surrogate`; the gradient is checked on ``agreement_batches`` batches
+    :func:`fit_surrogate` (the defaults: the paper's 6 probability features and 4 x 100 MLP,
+    and ``fit_surrogate.py``'s); the gradient is checked on ``agreement_batches`` batches
     (:func:`batch_gradient_agreement`). The surrogate's ``metrics`` add ``checkpoint_step``,
     ``num_pairs``, ``grad_fn_agreement`` and ``grad_fp_agreement`` to the fit's. The program
     ``fit_surrogate.py`` is this function behind flags.
