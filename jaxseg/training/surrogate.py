@@ -469,20 +469,16 @@ def fit_from_checkpoint(
     num_inputs: int = 6,
     num_perturbations: int = 4,
     seed: int = 0,
-    hidden: Sequence[int] = (100, 100, 100, 100),
-    activation: str = "softplus",
-    steps: int = 5000,
-    batch_size: int = 256,
-    learning_rate: float = 1e-3,
-    val_fraction: float = 0.1,
     agreement_batches: int = 4,
+    **fit_kwargs: Any,
 ) -> Surrogate:
     """Fits a surrogate on a trained run's predictions, writes it to ``output`` and returns it.
 
     The network and images are :func:`checkpoint_network`'s (``config``, ``checkpoint_dir``,
-    ``step``, ``split``). The rest are the keyword arguments of :func:`generate_pairs` and
-    :func:`fit_surrogate` (the defaults: the paper's 6 probability features and 4 x 100 MLP,
-    and ``fit_surrogate.py``'s); the gradient is checked on ``agreement_batches`` batches
+    ``step``, ``split``). ``max_batches``, ``kind``, ``num_inputs``, ``num_perturbations`` and
+    ``seed`` are :func:`generate_pairs`'s, ``fit_kwargs`` (``hidden``, ``activation``, ``steps``,
+    ...) :func:`fit_surrogate`'s (the defaults: the paper's 6 probability features and 4 x 100
+    MLP, and ``fit_surrogate.py``'s); the gradient is checked on ``agreement_batches`` batches
     (:func:`batch_gradient_agreement`). The surrogate's ``metrics`` add ``checkpoint_step``,
     ``num_pairs``, ``grad_fn_agreement`` and ``grad_fp_agreement`` to the fit's. The program
     ``fit_surrogate.py`` is this function behind flags.
@@ -493,10 +489,7 @@ def fit_from_checkpoint(
         num_perturbations=num_perturbations, max_batches=max_batches, seed=seed,
         ignore_index=net.ignore_index,
     )
-    surrogate = fit_surrogate(
-        features, targets, kind=kind, hidden=hidden, activation=activation, steps=steps,
-        batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction, seed=seed,
-    )
+    surrogate = fit_surrogate(features, targets, kind=kind, seed=seed, **fit_kwargs)
     agreement = batch_gradient_agreement(
         surrogate, net.logits, net.batches(), max_batches=agreement_batches,
         ignore_index=net.ignore_index,
